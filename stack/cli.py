@@ -1,0 +1,165 @@
+"""``r2s <command>``: the one entry point of the stack.
+
+The top level is a plain argparse dispatcher so that ``r2s --help`` and the robot-side commands import neither torch
+nor a simulator; each command imports what it needs when it runs. Typed configs (tyro) parse a command's own flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+
+COMMANDS: dict[str, str] = {
+    "demo": "run the whole loop that exists on the embedded default (train in MuJoCo, plot, video, …)",
+    "train": "train a policy (PPO, BC, SAC, DPPO, FPO, HABC) from a preset and flags",
+    "eval": "evaluate a trained run in simulation (return, success rate, optional video)",
+    "export": "export a trained policy to one ONNX file with metadata",
+    "deploy": "run an exported policy through ROS 2 nodes (real robot or sim robot)",
+    "record": "record demonstrations or intervention logs",
+    "replay": "replay an intervention log for fine-tuning",
+    "sysid": "calibrate the simulator from real logs (real-to-sim)",
+    "bench": "benchmarks that print JSON (sim, ppo, …)",
+    "tasks": "list the simulation tasks and robots",
+}
+
+# Commands whose stage of the loop is not built yet: they say so instead of pretending.
+NOT_YET: dict[str, str] = {
+    "export": "ONNX export (issue #6)",
+    "deploy": "ROS 2 deployment (issue #7)",
+    "record": "demonstration and intervention-log recording (issues #4, #7)",
+    "replay": "log replay for fine-tuning (the logs/replay issue)",
+    "sysid": "real-to-sim system identification (the logs/real-to-sim issue)",
+}
+
+BENCHES: dict[str, str] = {
+    "sim": "env-steps/s of the worker pool vs gymnasium's vector envs and the physics limit",
+    "ppo": "PPO on a MuJoCo task: final return, wall-clock, steps/s",
+}
+
+
+def _not_yet(command: str) -> int:
+    print(f"r2s {command}: not available yet — {NOT_YET[command]} is not built in this version of r2s.",
+          file=sys.stderr)
+    return 2
+
+
+def cmd_tasks(argv: list[str]) -> int:
+    argparse.ArgumentParser(prog="r2s tasks", description=COMMANDS["tasks"]).parse_args(argv)
+    import robots
+    import sim
+
+    print("tasks: ", ", ".join(sim.list_tasks()))
+    print("robots:", ", ".join(robots.list_robots()))
+    return 0
+
+
+def cmd_train(argv: list[str]) -> int:
+    cfg = parse_train_config(argv, prog="r2s train")
+    from stack.train import train
+
+    run_dir = train(cfg)
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+def parse_train_config(argv: list[str], prog: str):
+    """``[--preset NAME] [flags]``: the preset's values first, then the flags on top."""
+    import tyro
+
+    from stack.config import TrainConfig, from_dict, list_presets, load_preset
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset", default=None, help=f"YAML preset: one of {list_presets()} or a path")
+    known, rest = pre.parse_known_args(argv)
+    base = from_dict(TrainConfig, load_preset(known.preset)) if known.preset else TrainConfig()
+    return tyro.cli(TrainConfig, args=rest, default=base, prog=prog,
+                    description=f"Train a policy. Presets (--preset): {', '.join(list_presets())}.")
+
+
+def cmd_eval(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="r2s eval", description=COMMANDS["eval"])
+    p.add_argument("run_dir", help="a run directory (runs/<name>)")
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--seed", type=int, default=10_000)
+    p.add_argument("--video", action="store_true", help="write eval.mp4 into the run directory")
+    args = p.parse_args(argv)
+    from stack.evaluate import evaluate_run
+
+    result = evaluate_run(args.run_dir, episodes=args.episodes, seed=args.seed, video=args.video)
+    print(json.dumps(result))
+    return 0
+
+
+def cmd_demo(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="r2s demo", description=COMMANDS["demo"])
+    p.add_argument("--quick", action="store_true", help="a tiny budget: checks the loop end to end in ~1 min")
+    p.add_argument("--runs-dir", default="runs")
+    p.add_argument("--name", default=None)
+    args = p.parse_args(argv)
+    from stack.demo import run_demo
+
+    summary = run_demo(quick=args.quick, runs_dir=args.runs_dir, name=args.name)
+    print(json.dumps(summary))
+    return 0
+
+
+def cmd_bench(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="r2s bench", description=COMMANDS["bench"],
+                                epilog="benchmarks: " + "; ".join(f"{k}: {v}" for k, v in BENCHES.items()))
+    p.add_argument("which", help=f"one of {sorted(BENCHES)}")
+    p.add_argument("--quick", action="store_true", help="a short run (for CI and a first look)")
+    p.add_argument("--task", default=None)
+    p.add_argument("--steps", type=int, default=None, help="env-step budget (ppo)")
+    p.add_argument("--seed", type=int, default=1)
+    args = p.parse_args(argv)
+    if args.which not in BENCHES:
+        print(f"r2s bench: unknown benchmark {args.which!r}; available: {sorted(BENCHES)}", file=sys.stderr)
+        return 2
+    if args.which == "sim":
+        from stack.bench import sim as bench
+
+        result = bench.run(task=args.task or "hopper", quick=args.quick)
+    else:
+        from stack.bench import ppo as bench
+
+        steps = args.steps or (100_000 if args.quick else 1_000_000)
+        result = bench.run(task=args.task or "hopper", steps=steps, seed=args.seed)
+    print(json.dumps(result))
+    return 0
+
+
+HANDLERS: dict[str, Callable[[list[str]], int]] = {
+    "demo": cmd_demo,
+    "train": cmd_train,
+    "eval": cmd_eval,
+    "bench": cmd_bench,
+    "tasks": cmd_tasks,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="r2s",
+        description="r2s — real-to-sim control stack: train in MuJoCo, export to ONNX, deploy through ROS 2.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="commands:\n" + "\n".join(f"  {k:<8} {v}" for k, v in COMMANDS.items())
+        + "\n\n`r2s <command> --help` for a command's options.",
+    )
+    parser.add_argument("command", nargs="?", help="see the list below")
+    if not argv or argv[0] in ("-h", "--help"):
+        parser.print_help()
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command in NOT_YET:
+        return _not_yet(command)
+    if command not in HANDLERS:
+        print(f"r2s: unknown command {command!r}; commands are: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    return HANDLERS[command](rest) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
