@@ -112,7 +112,9 @@ class RobotSpec:
                 f"joint_names: model expects {names}, robot {self.name!r} has {list(self.joint_names)} (order matters)"
             )
         if meta.get("control_mode", self.control_mode) != self.control_mode:
-            raise SpecMismatch(f"control_mode: model expects {meta['control_mode']!r}, robot uses {self.control_mode!r}")
+            raise SpecMismatch(
+                f"control_mode: model expects {meta['control_mode']!r}, robot uses {self.control_mode!r}"
+            )
         rate = float(meta.get("control_rate_hz", self.control_rate_hz))
         if abs(rate - self.control_rate_hz) > 1e-6:
             raise SpecMismatch(f"control_rate_hz: model expects {rate}, robot runs at {self.control_rate_hz}")

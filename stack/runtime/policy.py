@@ -128,7 +128,9 @@ class OnnxPolicy:
         obs = np.asarray(observation, dtype=np.float64)
         if obs.shape != (self.meta.obs_dim,):
             names = ", ".join(f"{s.name}[{s.size}]" for s in self.meta.obs_layout)
-            raise ObservationError(f"observation has shape {obs.shape}; policy expects ({self.meta.obs_dim},) = {names}")
+            raise ObservationError(
+                f"observation has shape {obs.shape}; policy expects ({self.meta.obs_dim},) = {names}"
+            )
         if not np.all(np.isfinite(obs)):
             bad = np.flatnonzero(~np.isfinite(obs)).tolist()
             raise ObservationError(f"observation has NaN/inf at index {bad} ({self._segment_names(bad)}): refused")
