@@ -17,12 +17,12 @@ $(VENV)/bin/activate:
 # Stamp files record what has been installed, so a second `make` is instant and a changed pyproject reinstalls.
 $(VENV)/.train-installed: pyproject.toml | $(VENV)/bin/activate
 	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -e '.[dev]' --config-settings editable_mode=compat
 	@./scripts/ensure-gl.sh || true
 	touch $@
 
 $(VENV)/.ros-installed: $(VENV)/.train-installed
-	$(PIP) install -q -e '.[dev,ros]' || echo "warning: the ROS 2 wheels did not install; ROS tests will skip"
+	$(PIP) install -q -e '.[dev,ros]' --config-settings editable_mode=compat || echo "warning: the ROS 2 wheels did not install; ROS tests will skip"
 	touch $@
 
 install: $(VENV)/.ros-installed

@@ -26,7 +26,6 @@ COMMANDS: dict[str, str] = {
 
 # Commands whose stage of the loop is not built yet: they say so instead of pretending.
 NOT_YET: dict[str, str] = {
-    "export": "ONNX export (issue #6)",
     "deploy": "ROS 2 deployment (issue #7)",
     "record": "demonstration and intervention-log recording (issues #4, #7)",
     "replay": "log replay for fine-tuning (the logs/replay issue)",
@@ -92,6 +91,12 @@ def cmd_eval(argv: list[str]) -> int:
     return 0
 
 
+def cmd_export(argv: list[str]) -> int:
+    from stack.export import cmd_export as run
+
+    return run(argv)
+
+
 def cmd_demo(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="r2s demo", description=COMMANDS["demo"])
     p.add_argument("--quick", action="store_true", help="a tiny budget: checks the loop end to end in ~1 min")
@@ -134,6 +139,7 @@ HANDLERS: dict[str, Callable[[list[str]], int]] = {
     "demo": cmd_demo,
     "train": cmd_train,
     "eval": cmd_eval,
+    "export": cmd_export,
     "bench": cmd_bench,
     "tasks": cmd_tasks,
 }
