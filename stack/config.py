@@ -82,6 +82,39 @@ class PPOConfig:
 
 
 @dataclass
+class SACConfig:
+    """Soft actor-critic (Haarnoja et al. 2018, with automatic entropy tuning); defaults follow CleanRL's
+    sac_continuous_action."""
+
+    buffer_size: int = 1_000_000
+    """Replay buffer capacity in transitions."""
+    batch_size: int = 256
+    """Transitions per gradient step."""
+    gamma: float = 0.99
+    """Discount."""
+    tau: float = 0.005
+    """Polyak averaging coefficient of the target Q networks."""
+    policy_lr: float = 3e-4
+    """Adam learning rate of the actor (and of the entropy temperature)."""
+    q_lr: float = 1e-3
+    """Adam learning rate of the twin Q networks."""
+    learning_starts: int = 5_000
+    """Env steps of uniformly random actions before learning starts."""
+    replay_ratio: float = 1.0
+    """Gradient steps per env step (transition)."""
+    policy_frequency: int = 2
+    """Delayed actor updates: every this many Q steps, this many actor steps (TD3-style, as CleanRL)."""
+    alpha: float = 0.2
+    """Entropy temperature (initial value when autotune is on)."""
+    autotune: bool = True
+    """Tune the temperature towards the target entropy −act_dim."""
+    hidden: tuple[int, ...] = (256, 256)
+    """Hidden layer widths of actor and critics."""
+    log_every: int = 1_000
+    """Log a metrics row every this many env steps."""
+
+
+@dataclass
 class TrainConfig:
     """One training run: algorithm, policy, task, budget."""
 
@@ -91,6 +124,7 @@ class TrainConfig:
     """Policy family."""
     env: EnvConfig = field(default_factory=EnvConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
+    sac: SACConfig = field(default_factory=SACConfig)
     total_env_steps: int = 1_000_000
     """Training budget in environment steps."""
     seed: int = 1

@@ -282,7 +282,8 @@ def build_diffusion(g: Graph, policy, spec: ExportSpec, sampler: str, ddim_steps
 
 
 # ---- the torch reference the parity check compares with ------------------------------------------------------------
-def torch_reference(policy, spec: ExportSpec, obs: torch.Tensor, noise: torch.Tensor | None, opts: dict) -> torch.Tensor:
+def torch_reference(policy, spec: ExportSpec, obs: torch.Tensor, noise: torch.Tensor | None,
+                    opts: dict) -> torch.Tensor:
     x = spec.normalize_torch(obs)
     with torch.no_grad():
         if policy.kind == "gaussian":
