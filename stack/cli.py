@@ -35,6 +35,8 @@ NOT_YET: dict[str, str] = {
 BENCHES: dict[str, str] = {
     "sim": "env-steps/s of the worker pool vs gymnasium's vector envs and the physics limit",
     "ppo": "PPO on a MuJoCo task: final return, wall-clock, steps/s",
+    "bc": "behaviour cloning from 'medium' demos: BC return vs the demonstrator's",
+    "export": "on-robot inference latency: onnxruntime vs torch per policy variant, FLOPs, RSS",
 }
 
 
@@ -118,19 +120,26 @@ def cmd_bench(argv: list[str]) -> int:
     p.add_argument("--task", default=None)
     p.add_argument("--steps", type=int, default=None, help="env-step budget (ppo)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--policy", default="diffusion", help="policy kind (bc)")
+    p.add_argument("--rate", type=float, default=100.0, help="control rate in Hz (deploy)")
     args = p.parse_args(argv)
     if args.which not in BENCHES:
         print(f"r2s bench: unknown benchmark {args.which!r}; available: {sorted(BENCHES)}", file=sys.stderr)
         return 2
+    import importlib
+
+    bench = importlib.import_module(f"stack.bench.{args.which}")
     if args.which == "sim":
-        from stack.bench import sim as bench
-
         result = bench.run(task=args.task or "hopper", quick=args.quick)
-    else:
-        from stack.bench import ppo as bench
-
+    elif args.which == "ppo":
         steps = args.steps or (100_000 if args.quick else 1_000_000)
         result = bench.run(task=args.task or "hopper", steps=steps, seed=args.seed)
+    elif args.which == "bc":
+        result = bench.run(task=args.task or "hopper", policy=args.policy, quick=args.quick)
+    elif args.which == "deploy":
+        result = bench.run(rate=args.rate, quick=args.quick)
+    else:
+        result = bench.run(quick=args.quick)
     print(json.dumps(result))
     return 0
 

@@ -1,0 +1,132 @@
+"""Flow-matching (rectified flow) policy over an action chunk, with the CFM loss FPO's ratio is built from.
+
+Convention (FPO's): x_τ = τ·ε + (1 − τ)·a, τ = 1 is noise, τ = 0 the action chunk a ∈ [-1, 1]^{H × act_dim}
+(normalised action space; normalisation belongs to the trainer). The network predicts the velocity
+v_θ(x_τ, τ, s) ≈ dx_τ/dτ = ε − a. Sampling integrates the ODE with K uniform Euler steps from τ = 1 to 0,
+x ← x − (1/K)·v(x, τ_k), τ_k = 1 − k/K; any K works at inference. Zero-sampling (FPO++) starts from ε = 0.
+The sample is clipped to [-1, 1] at the end; ``sample(..., return_presquash=True)`` also returns the unclipped one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from policies.common import ChunkDenoiser, check_chunk, flatten_obs, register
+
+LOSS_MODES = ("velocity", "epsilon")
+
+
+@register
+class FlowPolicy(nn.Module):
+    """Velocity network ``self.net`` (a ``ChunkDenoiser``, plain MLP trunk) + Euler sampler + CFM loss.
+
+    loss_mode: "velocity" (default, plain flow matching: ‖v − (ε − a)‖²) or "epsilon" (FPO's default: ε̂ = x_τ +
+    (1 − τ)·v supervised by ‖ε̂ − ε‖² = (1 − τ)²·‖v − (ε − a)‖²). BC uses "velocity" by default because the ε form gives
+    zero weight to τ → 1, the very velocity a zero-noise or 1-step sampler starts from; FPO passes mode="epsilon".
+    """
+
+    kind = "flow"
+
+    def __init__(self, obs_dim: int, act_dim: int, horizon: int = 4, act_steps: int = 4, obs_steps: int = 1,
+                 euler_steps: int = 10, hidden: Sequence[int] = (256, 256, 256), time_emb_dim: int = 16,
+                 activation: str = "silu", time_scale: float = 100.0, loss_mode: str = "velocity",
+                 action_clip: float = 1.0):
+        super().__init__()
+        if not 1 <= act_steps <= horizon:
+            raise ValueError(f"act_steps={act_steps}; expected 1 ≤ act_steps ≤ horizon={horizon}")
+        if loss_mode not in LOSS_MODES:
+            raise ValueError(f"loss_mode={loss_mode!r}; expected one of {LOSS_MODES}")
+        self.config = dict(obs_dim=obs_dim, act_dim=act_dim, horizon=horizon, act_steps=act_steps,
+                           obs_steps=obs_steps, euler_steps=euler_steps, hidden=tuple(hidden),
+                           time_emb_dim=time_emb_dim, activation=activation, time_scale=time_scale,
+                           loss_mode=loss_mode, action_clip=action_clip)
+        self.obs_dim, self.act_dim = obs_dim, act_dim
+        self.horizon, self.act_steps, self.obs_steps = horizon, act_steps, obs_steps
+        self.euler_steps, self.loss_mode, self.action_clip = euler_steps, loss_mode, action_clip
+        # τ ∈ [0, 1] is scaled by time_scale before the sinusoid so its fast frequencies vary across [0, 1].
+        self.net = ChunkDenoiser(obs_steps * obs_dim, act_dim, horizon, hidden, time_emb_dim, activation,
+                                 residual=False, time_scale=time_scale)
+
+    def noise_shape(self, batch: int, mode: str | None = None) -> tuple[int, ...]:
+        """Shape of ``act``'s noise: the initial ε, (B, H, act_dim), whatever the number of steps."""
+        return (batch, self.horizon, self.act_dim)
+
+    def velocity(self, x: torch.Tensor, tau: torch.Tensor | float, obs: torch.Tensor) -> torch.Tensor:
+        """v_θ(x [B, H, A], τ ([B] or scalar), obs) → [B, H, A]."""
+        cond = flatten_obs(obs, self.obs_steps, self.obs_dim)
+        tau = torch.as_tensor(tau, dtype=x.dtype, device=x.device).expand(x.shape[0])
+        return self.net(x, tau, cond)
+
+    def sample(self, obs: torch.Tensor, noise: torch.Tensor | None = None, steps: int | None = None,
+               zero_noise: bool = False, return_presquash: bool = False):
+        """K Euler steps from τ = 1 to 0. Returns the clipped chunk, or (clipped, pre-clip) if return_presquash."""
+        steps = self.euler_steps if steps is None else int(steps)
+        if steps < 1:
+            raise ValueError(f"steps={steps}; expected ≥ 1")
+        b = obs.shape[0]
+        shape = (b, self.horizon, self.act_dim)
+        if noise is not None:
+            if zero_noise:
+                raise ValueError("pass either noise or zero_noise=True, not both")
+            check_chunk("noise", noise, b, self.horizon, self.act_dim)
+            x = noise
+        elif zero_noise:
+            x = torch.zeros(shape, device=obs.device, dtype=obs.dtype)
+        else:
+            x = torch.randn(shape, device=obs.device, dtype=obs.dtype)
+        dt = 1.0 / steps
+        for k in range(steps):
+            x = x - dt * self.velocity(x, 1.0 - k * dt, obs)
+        action = x.clamp(-self.action_clip, self.action_clip) if self.action_clip is not None else x
+        return (action, x) if return_presquash else action
+
+    def act(self, obs: torch.Tensor, noise: torch.Tensor | None = None, steps: int | None = None,
+            zero_noise: bool = False) -> torch.Tensor:
+        """[B, obs_steps, obs_dim] → action chunk [B, H, act_dim] in [-1, 1]; zero_noise starts from ε = 0."""
+        return self.sample(obs, noise=noise, steps=steps, zero_noise=zero_noise)
+
+    def cfm_loss(self, obs: torch.Tensor, actions: torch.Tensor, tau: torch.Tensor, eps: torch.Tensor,
+                 mode: str | None = None) -> torch.Tensor:
+        """Per-sample conditional flow-matching loss, summed over (H, act_dim).
+
+        Shapes: actions [B, H, A]; either tau [B] with eps [B, H, A] → [B], or N_mc pairs per action, tau [B, N] with
+        eps [B, N, H, A] → [B, N] (FPO stores these pairs at rollout time and re-evaluates them every epoch).
+        mode: "velocity" ‖v − (ε − a)‖² or "epsilon" ‖x_τ + (1 − τ)·v − ε‖²; None → self.loss_mode.
+        """
+        mode = self.loss_mode if mode is None else mode
+        if mode not in LOSS_MODES:
+            raise ValueError(f"mode={mode!r}; expected one of {LOSS_MODES}")
+        b = actions.shape[0]
+        check_chunk("actions", actions, None, self.horizon, self.act_dim)
+        lead = tuple(tau.shape)
+        if not (lead == (b,) or (len(lead) == 2 and lead[0] == b)):
+            raise ValueError(f"tau has shape {lead}; expected ({b},) or ({b}, N_mc)")
+        if tuple(eps.shape) != lead + (self.horizon, self.act_dim):
+            raise ValueError(f"eps has shape {tuple(eps.shape)}; expected {lead + (self.horizon, self.act_dim)} "
+                             "[tau's shape, horizon, act_dim]")
+        n = 1 if len(lead) == 1 else lead[1]
+        cond = flatten_obs(obs, self.obs_steps, self.obs_dim)
+        # flatten (B, N) so each (action, τ_i, ε_i) pair is one row of the network's batch
+        a = actions.unsqueeze(1).expand(b, n, self.horizon, self.act_dim).reshape(b * n, self.horizon, self.act_dim)
+        cond = cond.unsqueeze(1).expand(b, n, cond.shape[-1]).reshape(b * n, -1)
+        e = eps.reshape(b * n, self.horizon, self.act_dim)
+        t = tau.reshape(b * n).to(a.dtype)
+        tt = t.reshape(-1, 1, 1)
+        x_tau = tt * e + (1 - tt) * a
+        v = self.net(x_tau, t, cond)
+        if mode == "velocity":
+            err = v - (e - a)
+        else:
+            err = x_tau + (1 - tt) * v - e
+        return err.pow(2).sum(dim=(-1, -2)).reshape(lead)
+
+    def bc_loss(self, obs: torch.Tensor, actions: torch.Tensor, tau: torch.Tensor | None = None,
+                eps: torch.Tensor | None = None, mode: str | None = None) -> torch.Tensor:
+        """CFM loss with τ ~ U(0, 1) and ε ~ N(0, I) (unless given) → [B]."""
+        b = actions.shape[0]
+        tau = torch.rand(b, device=actions.device, dtype=actions.dtype) if tau is None else tau
+        eps = torch.randn_like(actions) if eps is None else eps
+        return self.cfm_loss(obs, actions, tau, eps, mode=mode)
