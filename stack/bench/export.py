@@ -94,9 +94,31 @@ def runtime_rss_mb(path: Path) -> float:
     return round(json.loads(out.stdout.strip().splitlines()[-1])["rss_mb"], 1)
 
 
-def run(quick: bool = False) -> list[dict]:
+def bench_variant(policy, opts: dict, spec: ExportSpec, path: Path, iters: int, warmup: int, torch_iters: int,
+                  seed: int) -> dict:
+    """Export one policy and time it through the runtime and in torch eager, same inputs."""
     from stack.runtime import OnnxPolicy
 
+    result = export_policy(policy, spec, path, META, **opts)
+    runtime = OnnxPolicy.load(path, None, warmup=0)
+    obs = np.random.default_rng(seed).standard_normal((1, 1, OBS_DIM)).astype(np.float32)
+    noise = runtime.noise_for(1) if result["noise_shape"] else None
+    ort_p50, ort_p99 = _percentiles(lambda: runtime.infer(obs, noise), iters, warmup)
+    t_obs = torch.from_numpy(obs)
+    t_noise = None if noise is None else torch.from_numpy(noise)
+    ref_opts = {"steps": opts.get("steps"), "sampler": opts.get("sampler"), "ddim_steps": opts.get("ddim_steps"),
+                "eta": opts.get("eta"), "stochastic": len(result["noise_shape"]) == 3}
+    torch_p50, _ = _percentiles(lambda: torch_reference(policy, spec, t_obs, t_noise, ref_opts), torch_iters, 10)
+    hidden = policy.config["hidden"]
+    return {
+        "hidden": int(hidden[0]) if hidden else 0, "layers": len(hidden) + 1,
+        "ort_p50_us": round(ort_p50, 1), "ort_p99_us": round(ort_p99, 1), "torch_p50_us": round(torch_p50, 1),
+        "ratio": round(ort_p50 / torch_p50, 3), "parity_max_abs_err": result["parity_max_abs_err"],
+        "flops": graph_flops(path), "nodes": result["nodes"], "runtime_rss_mb": runtime_rss_mb(path),
+    }
+
+
+def run(quick: bool = False) -> list[dict]:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     iters, warmup = (300, 50) if quick else (3000, 300)
@@ -106,30 +128,9 @@ def run(quick: bool = False) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for i, (label, make, opts, steps) in enumerate(VARIANTS):
-            policy = make().eval()
-            path = Path(tmp) / f"p{i}.onnx"
-            result = export_policy(policy, spec, path, META, **opts)
-            runtime = OnnxPolicy.load(path, None, warmup=0)
-            obs = np.random.default_rng(i).standard_normal((1, 1, OBS_DIM)).astype(np.float32)
-            noise = runtime.noise_for(1) if result["noise_shape"] else None
-            ort_p50, ort_p99 = _percentiles(lambda: runtime.infer(obs, noise), iters, warmup)
-            t_obs = torch.from_numpy(obs)
-            t_noise = None if noise is None else torch.from_numpy(noise)
-            ref_opts = {"steps": opts.get("steps"), "sampler": opts.get("sampler"),
-                        "ddim_steps": opts.get("ddim_steps"), "eta": opts.get("eta"),
-                        "stochastic": len(result["noise_shape"]) == 3}
-            torch_p50, _ = _percentiles(lambda: torch_reference(policy, spec, t_obs, t_noise, ref_opts),
-                                        torch_iters, 10)
-            flops = graph_flops(path)
-            hidden = policy.config["hidden"]
-            rows.append({
-                "policy": label, "steps": steps, "hidden": int(hidden[0]) if hidden else 0,
-                "layers": len(hidden) + 1,
-                "ort_p50_us": round(ort_p50, 1), "ort_p99_us": round(ort_p99, 1), "torch_p50_us": round(torch_p50, 1),
-                "ratio": round(ort_p50 / torch_p50, 3), "parity_max_abs_err": result["parity_max_abs_err"],
-                "flops": flops, "compute_floor_us": round(flops / rate * 1e6, 2), "nodes": result["nodes"],
-                "runtime_rss_mb": runtime_rss_mb(path),
-            })
+            row = bench_variant(make().eval(), opts, spec, Path(tmp) / f"p{i}.onnx", iters, warmup, torch_iters, i)
+            rows.append({"policy": label, "steps": steps, **row,
+                         "compute_floor_us": round(row["flops"] / rate * 1e6, 2)})
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     for r in rows:
         r["matmul_gflops"] = round(rate / 1e9, 1)
