@@ -1,0 +1,196 @@
+"""Proximal policy optimisation with the clipped surrogate (Schulman et al. 2017, eq. 7) and GAE.
+
+The algorithm owns acting and updating (rsl_rl's seam); the runner (``stack.train``) owns the loop, the learning-rate
+schedule, normalisers, logging and checkpoints; storage and GAE live in ``stack.rollout`` / ``stack.algos.gae``.
+Defaults are CleanRL's ``ppo_continuous_action`` (``stack.config.PPOConfig``).
+
+Per update, for ``update_epochs`` epochs over ``num_minibatches`` shuffled minibatches of the rollout::
+
+    r_t(θ)   = π_θ(a_t|s_t) / π_old(a_t|s_t)                  (a_t the raw Gaussian sample, see stack.rollout)
+    L^CLIP   = E[ max(−Â_t r_t, −Â_t clip(r_t, 1−ε, 1+ε)) ]    ppo_clip_loss
+    L^V      = ½ E[ max((V−R)², (V_old + clip(V−V_old, ±ε) − R)²) ]   value_loss (unclipped: ½ E[(V−R)²])
+    loss     = L^CLIP − c_ent · H[π_θ] + c_v · L^V
+
+with advantages normalised per minibatch, the global gradient norm clipped to ``max_grad_norm``, and the epochs cut
+short when the approximate KL ``E[(r − 1) − log r]`` (Schulman's k3 estimator, as CleanRL) of an epoch's last
+minibatch exceeds ``target_kl``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from stack.algos.gae import compute_gae
+from stack.config import PPOConfig
+from stack.rollout import RolloutStorage
+
+
+# ---- losses (called directly by the tests) --------------------------------------------------------------------------
+def ppo_clip_loss(ratio: torch.Tensor, advantages: torch.Tensor, clip: float) -> torch.Tensor:
+    """Clipped surrogate objective as a loss to minimise: ``mean(max(−Â·r, −Â·clip(r, 1−ε, 1+ε)))``.
+
+    Its gradient w.r.t. r is zero where clipping makes the objective pessimistic (r > 1+ε with Â > 0, r < 1−ε with
+    Â < 0) and −Â/n elsewhere.
+    """
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - clip, 1.0 + clip)
+    return torch.max(unclipped, clipped).mean()
+
+
+def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor,
+               clip: float | None) -> torch.Tensor:
+    """½·mean((V − R)²), or with ``clip``: ½·mean(max((V − R)², (V_old + clip(V − V_old, −c, c) − R)²))."""
+    unclipped = (values - returns).pow(2)
+    if clip is None:
+        return 0.5 * unclipped.mean()
+    v_clipped = old_values + torch.clamp(values - old_values, -clip, clip)
+    return 0.5 * torch.max(unclipped, (v_clipped - returns).pow(2)).mean()
+
+
+def orthogonal_init(module: nn.Module, gain: float = math.sqrt(2.0), last_gain: float = 1.0) -> nn.Module:
+    """CleanRL's ``layer_init``: orthogonal weights (gain √2; ``last_gain`` on the output layer), zero biases."""
+    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    for i, layer in enumerate(linears):
+        nn.init.orthogonal_(layer.weight, last_gain if i == len(linears) - 1 else gain)
+        nn.init.zeros_(layer.bias)
+    return module
+
+
+class PPO:
+    """Clipped PPO for a ``policies.GaussianPolicy`` (``squash="clip"``) and a state-value critic ``V(s) -> [B]``."""
+
+    def __init__(self, policy: nn.Module, critic: nn.Module, cfg: PPOConfig, device: str | torch.device = "cpu",
+                 seed: int = 0):
+        if getattr(policy, "squash", "clip") != "clip":
+            raise ValueError(f"PPO expects a Gaussian policy with squash='clip', got squash={policy.squash!r}")
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.policy = policy.to(self.device)
+        self.critic = critic.to(self.device)
+        self.parameters = [*self.policy.parameters(), *self.critic.parameters()]
+        # One Adam over both networks with eps 1e-5, as CleanRL.
+        # fused: one kernel per step instead of a few per parameter (the update is hundreds of tiny steps).
+        self.optimizer = torch.optim.Adam(self.parameters, lr=cfg.lr, eps=1e-5, fused=True)
+        # Own generators, saved with the checkpoint, so a resumed run draws the same actions and minibatches.
+        self.sample_generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.shuffle_generator = torch.Generator().manual_seed(seed + 1)
+
+    # ---- acting (the collector's Agent protocol) ----------------------------------------------------------------
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Raw Gaussian sample [N, act_dim], its log-prob [N] and V(obs) [N]."""
+        noise = torch.randn(obs.shape[0], self.policy.act_dim, generator=self.sample_generator, device=self.device)
+        actions, log_probs = self.policy.sample(obs, noise)
+        return actions[:, 0], log_probs, self.critic(obs)
+
+    @torch.no_grad()
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.critic(obs)
+
+    @torch.no_grad()
+    def act_deterministic(self, obs: torch.Tensor) -> torch.Tensor:
+        """The Gaussian mean [N, act_dim] (evaluation)."""
+        return self.policy.act(obs, deterministic=True)[:, 0]
+
+    # ---- learning -----------------------------------------------------------------------------------------------
+    @property
+    def learning_rate(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def set_learning_rate(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    @torch.no_grad()
+    def compute_returns(self, storage: RolloutStorage) -> None:
+        """Fill ``storage.advantages`` and ``storage.returns`` (truncation-aware GAE)."""
+        adv, ret = compute_gae(storage.rewards, storage.values, storage.next_values, storage.terminated,
+                               storage.episode_end, self.cfg.gamma, self.cfg.gae_lambda)
+        storage.advantages.copy_(adv)
+        storage.returns.copy_(ret)
+
+    def update(self, storage: RolloutStorage) -> dict[str, float]:
+        """Epochs of minibatch steps on one rollout; returns the update's statistics (means over minibatches run)."""
+        # torch.distributions checks its arguments on every construction (a device sync each); off inside the
+        # update, where the parameters are known to be valid, and restored afterwards.
+        validate = torch.distributions.Distribution._validate_args
+        torch.distributions.Distribution.set_default_validate_args(False)
+        try:
+            return self._update(storage)
+        finally:
+            torch.distributions.Distribution.set_default_validate_args(validate)
+
+    def _update(self, storage: RolloutStorage) -> dict[str, float]:
+        cfg = self.cfg
+        b = storage.flat()
+        batch = storage.batch_size
+        mb_size = batch // cfg.num_minibatches
+        if mb_size < 1:
+            raise ValueError(f"num_minibatches={cfg.num_minibatches} exceeds the batch of {batch} samples")
+        vclip = cfg.clip_coef if cfg.clip_vloss else None
+        stats: list[torch.Tensor] = []
+        first_ratio_dev = math.nan
+        n = 0
+        epochs = 0
+        approx_kl = torch.zeros(())
+        for _epoch in range(cfg.update_epochs):
+            epochs += 1
+            perm = torch.randperm(batch, generator=self.shuffle_generator).to(self.device)
+            # One gather per field and epoch; the minibatches are then contiguous slices (views).
+            sb = {k: b[k][perm] for k in ("obs", "actions", "log_probs", "advantages", "values", "returns")}
+            for start in range(0, mb_size * cfg.num_minibatches, mb_size):
+                mb = {k: v[start:start + mb_size] for k, v in sb.items()}
+                obs, actions = mb["obs"], mb["actions"]
+                dist = self.policy.distribution(obs)
+                new_log_probs = dist.log_prob(actions).sum(-1)
+                entropy = dist.entropy().sum(-1).mean()
+                new_values = self.critic(obs)
+                log_ratio = new_log_probs - mb["log_probs"]
+                ratio = log_ratio.exp()
+                with torch.no_grad():
+                    approx_kl = ((ratio - 1.0) - log_ratio).mean()
+                    clipfrac = ((ratio - 1.0).abs() > cfg.clip_coef).float().mean()
+                    if n == 0:
+                        first_ratio_dev = float((ratio - 1.0).abs().max())
+                adv = mb["advantages"]
+                if cfg.norm_adv:
+                    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+                pg_loss = ppo_clip_loss(ratio, adv, cfg.clip_coef)
+                v_loss = value_loss(new_values, mb["values"], mb["returns"], vclip)
+                loss = pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * v_loss
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(self.parameters, cfg.max_grad_norm, foreach=True)
+                self.optimizer.step()
+                # Kept as tensors (no device sync per minibatch); read once after the update.
+                stats.append(torch.stack([pg_loss.detach(), v_loss.detach(), entropy.detach(), approx_kl, clipfrac]))
+                n += 1
+            if cfg.target_kl is not None and float(approx_kl) > cfg.target_kl:
+                break
+        means = torch.stack(stats).mean(0).tolist()
+        out = dict(zip(("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac"), means))
+        with torch.no_grad():
+            var_ret = b["returns"].var()
+            out["explained_variance"] = float(1.0 - (b["returns"] - b["values"]).var() / var_ret) if var_ret > 0 \
+                else math.nan
+        out["epochs"] = float(epochs)
+        out["last_approx_kl"] = float(approx_kl)
+        # max |r − 1| over the first minibatch of the first epoch: 0 unless acting and updating disagree.
+        out["first_ratio_dev"] = first_ratio_dev
+        out["std"] = float(self.policy.log_std.detach().exp().mean()) if hasattr(self.policy, "log_std") else math.nan
+        return out
+
+    # ---- checkpoints --------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Optimiser and generator states (the networks are saved by the runner with ``policies.save_policy``)."""
+        return {"optimizer": self.optimizer.state_dict(),
+                "sample_generator": self.sample_generator.get_state(),
+                "shuffle_generator": self.shuffle_generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.sample_generator.set_state(state["sample_generator"])
+        self.shuffle_generator.set_state(state["shuffle_generator"])

@@ -1,0 +1,141 @@
+"""Deterministic evaluation of a policy in its own envs (never the training pool), with an optional video.
+
+``evaluate(policy_fn, task, episodes, seed)`` runs ``episodes`` envs side by side, env ``i`` reset with ``seed + i``
+(the seeds the training pool would give, but a separate range is used by the runner), each for exactly one episode;
+``policy_fn`` maps a batch of raw observations ``[B, obs_dim]`` to env actions ``[B, act_dim]`` (for a trained run:
+normalise → Gaussian mean → clip → scale, see ``stack.train.load_trained_policy``). With ``video=True`` episode 0 is
+rendered (``render_mode="rgb_array"``, MuJoCo offscreen; ``MUJOCO_GL=egl`` by default); if rendering fails a warning
+is issued and the result carries no frames.
+
+Success of an episode = the task's ``info["success"]`` on its **last** step (the state it ended in);
+``success_step_mean`` is the mean first step (1-based) at which a successful episode reported success.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+PolicyFn = Callable[[np.ndarray], np.ndarray]
+
+
+def _make_env(task, task_kwargs: dict | None, render: bool):
+    from sim.pool import resolve_task
+
+    kwargs = dict(task_kwargs or {})
+    if render:
+        kwargs["render_mode"] = "rgb_array"
+    return resolve_task(task)(**kwargs)
+
+
+def run_episodes(envs: list, act: Callable[[np.ndarray, list[int]], np.ndarray], seed: int,
+                 render_first: bool = False) -> dict:
+    """One episode in each env, stepped in lockstep. ``act(obs [B, obs_dim], env_indices) -> actions [B, act_dim]``
+    for the envs still running."""
+    n = len(envs)
+    obs = [env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]
+    returns, lengths = np.zeros(n), np.zeros(n, np.int64)
+    success = [False] * n
+    has_success = False
+    first_success: list[int | None] = [None] * n
+    running = list(range(n))
+    frames: list[np.ndarray] = []
+
+    def grab() -> None:
+        nonlocal render_first
+        try:
+            frame = envs[0].render()
+        except Exception as e:  # no GL context, missing libraries, …: evaluate anyway
+            warnings.warn(f"evaluate: rendering failed ({type(e).__name__}: {e}); continuing without a video",
+                          stacklevel=3)
+            render_first = False
+            frames.clear()
+            return
+        if frame is None:
+            warnings.warn("evaluate: the task rendered no frame; continuing without a video", stacklevel=3)
+            render_first = False
+        else:
+            frames.append(np.asarray(frame))
+
+    if render_first:
+        grab()
+    while running:
+        actions = np.asarray(act(np.stack([obs[i] for i in running]), running))
+        still = []
+        for k, i in enumerate(running):
+            o, r, terminated, truncated, info = envs[i].step(actions[k])
+            obs[i] = o
+            returns[i] += r
+            lengths[i] += 1
+            if "success" in info:
+                has_success = True
+            s = bool(info.get("success", False))
+            success[i] = s
+            if s and first_success[i] is None:
+                first_success[i] = int(lengths[i])
+            if i == 0 and render_first:
+                grab()
+            if not (terminated or truncated):
+                still.append(i)
+        running = still
+    steps = [first_success[i] for i in range(n) if success[i] and first_success[i] is not None]
+    return {
+        "return_mean": float(returns.mean()),
+        "return_std": float(returns.std()),
+        "length_mean": float(lengths.mean()),
+        "success_rate": float(np.mean(success)),
+        "has_success": has_success,
+        "success_step_mean": float(np.mean(steps)) if steps else math.nan,
+        "returns": returns.tolist(),
+        "frames": frames,
+    }
+
+
+def evaluate(policy_fn: PolicyFn, task, episodes: int = 5, seed: int = 10_000, video: bool = False,
+             task_kwargs: dict | None = None) -> dict:
+    """``dict(return_mean, return_std, success_rate, frames, length_mean, success_step_mean, returns, fps,
+    has_success)``; ``has_success``: whether the task reported ``info["success"]`` at all."""
+    envs = [_make_env(task, task_kwargs, render=video and i == 0) for i in range(episodes)]
+    try:
+        out = run_episodes(envs, lambda obs, _idx: policy_fn(obs), seed, render_first=video)
+        out["fps"] = int(envs[0].metadata.get("render_fps") or 30)
+    finally:
+        for env in envs:
+            env.close()
+    return out
+
+
+def evaluate_baseline(task, episodes: int = 10, seed: int = 10_000, task_kwargs: dict | None = None) -> dict:
+    """The task's hand-written controller (``env.baseline(obs)``) on the same seeds as ``evaluate``."""
+    envs = [_make_env(task, task_kwargs, render=False) for _ in range(episodes)]
+    try:
+        out = run_episodes(envs, lambda obs, idx: np.stack([envs[i].baseline(o) for o, i in zip(obs, idx)]), seed)
+    finally:
+        for env in envs:
+            env.close()
+    out.pop("frames")
+    return out
+
+
+def evaluate_run(run_dir: str | Path, episodes: int = 10, seed: int = 10_000, video: bool = False,
+                 device: str = "cpu") -> dict:
+    """Evaluate a training run's latest checkpoint on its own task (``r2s eval``); ``video``: write eval.mp4."""
+    from stack.runs import RunDir
+    from stack.train import load_trained_policy
+
+    run = RunDir(run_dir, tensorboard=False)
+    env_cfg = run.load_config()["env"]
+    policy = load_trained_policy(run_dir, device=device)
+    task_kwargs = {**(env_cfg.get("task_kwargs") or {})}
+    if env_cfg.get("randomization"):
+        task_kwargs["randomization"] = env_cfg["randomization"]
+    out = evaluate(policy, env_cfg["task"], episodes, seed, video=video, task_kwargs=task_kwargs)
+    frames = out.pop("frames")
+    if video and frames:
+        out["video"] = str(run.save_video(frames, fps=out["fps"], name="eval.mp4"))
+    run.close()
+    return out
