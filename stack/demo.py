@@ -19,12 +19,15 @@ DEMO_TASK = "reach"
 
 
 def demo_config(quick: bool, runs_dir: str, name: str | None) -> TrainConfig:
-    steps = 16_384 if quick else 262_144
+    steps = 16_384 if quick else 204_800
     return TrainConfig(
         algo="ppo",
         policy="gaussian",
         env=EnvConfig(task=DEMO_TASK, num_envs=8),
-        ppo=PPOConfig(rollout_steps=128, hidden=(64, 64)),
+        # A 100-step goal-reaching task: shorter horizon (γ 0.95), a calmer initial policy (σ ≈ 0.37 of the joint
+        # half-range) and fewer, larger minibatches than the locomotion defaults — measured to learn faster here.
+        ppo=PPOConfig(rollout_steps=128, hidden=(64, 64), gamma=0.95, log_std_init=-1.0, update_epochs=5,
+                      num_minibatches=8),
         total_env_steps=steps,
         eval_every=steps // 4,
         eval_episodes=5 if quick else 20,
