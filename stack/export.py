@@ -47,15 +47,21 @@ class Graph:
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
         self._n = 0
+        self._by_content: dict[bytes, str] = {}
 
     def name(self, hint: str) -> str:
         self._n += 1
         return f"{hint}_{self._n}"
 
     def const(self, array, hint: str = "c") -> str:
-        name = self.name(hint)
-        self.inits.append(numpy_helper.from_array(np.asarray(array, dtype=np.float32), name))
-        return name
+        """An initializer; identical arrays are stored once (an unrolled chain reuses its weights at every step)."""
+        array = np.asarray(array, dtype=np.float32)
+        key = hashlib.sha1(array.tobytes() + str(array.shape).encode()).digest()
+        if key not in self._by_content:
+            name = self.name(hint)
+            self.inits.append(numpy_helper.from_array(array, name))
+            self._by_content[key] = name
+        return self._by_content[key]
 
     def const_i64(self, values, hint: str = "shape") -> str:
         name = self.name(hint)

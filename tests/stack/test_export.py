@@ -103,3 +103,12 @@ def test_normalisation_and_bounds_are_baked_in(tmp_path):
     # obs 4 → normalised 0.5 → action 0.5 in [-1, 1] → 0 + (0.5 + 1)/2 · 10 = 7.5
     np.testing.assert_allclose(runtime.infer(np.array([[[4.0]]], np.float32))[0, 0], [7.5], atol=1e-6)
     np.testing.assert_allclose(runtime.infer(np.array([[[100.0]]], np.float32))[0, 0], [10.0], atol=1e-6)
+
+
+def test_unrolled_chain_stores_each_weight_once(tmp_path, spec):
+    """20 denoising steps share one denoiser: the file must not hold 20 copies of its weights."""
+    policy = _perturb(DiffusionPolicy(OBS_DIM, ACT_DIM, hidden=(64, 64, 64)))
+    export_policy(policy, spec, tmp_path / "p.onnx", META)
+    stored = sum(int(np.prod(t.dims)) for t in onnx.load(tmp_path / "p.onnx").graph.initializer)
+    params = sum(p.numel() for p in policy.parameters())
+    assert stored < 2 * params, (stored, params)
