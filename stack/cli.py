@@ -14,7 +14,8 @@ from collections.abc import Callable
 
 COMMANDS: dict[str, str] = {
     "demo": "run the whole loop that exists on the embedded default (train in MuJoCo, plot, video, …)",
-    "train": "train a policy (PPO, BC, SAC, DPPO, FPO, HABC) from a preset and flags",
+    "train": "train a policy (PPO, SAC; --algo bc --dataset DIR for behaviour cloning) from a preset and flags",
+    "demos": "record demonstrations from a baseline controller or a trained run (an on-disk episode dataset)",
     "eval": "evaluate a trained run in simulation (return, success rate, optional video)",
     "export": "export a trained policy to one ONNX file with metadata",
     "deploy": "run an exported policy through ROS 2 nodes (real robot or sim robot)",
@@ -28,7 +29,7 @@ COMMANDS: dict[str, str] = {
 # Commands whose stage of the loop is not built yet: they say so instead of pretending.
 NOT_YET: dict[str, str] = {
     "deploy": "ROS 2 deployment (issue #7)",
-    "record": "demonstration and intervention-log recording (issues #4, #7)",
+    "record": "intervention-log recording on the robot (issue #7; demonstrations: `r2s demos`)",
     "replay": "log replay for fine-tuning (the logs/replay issue)",
     "sysid": "real-to-sim system identification (the logs/real-to-sim issue)",
 }
@@ -58,12 +59,31 @@ def cmd_tasks(argv: list[str]) -> int:
 
 
 def cmd_train(argv: list[str]) -> int:
+    if _algo_flag(argv) == "bc":  # BC trains from a dataset, with its own typed config
+        from stack.algos.bc import cmd_train_bc
+
+        return cmd_train_bc(argv)
     cfg = parse_train_config(argv, prog="r2s train")
     from stack.train import train
 
     run_dir = train(cfg)
     print(f"run directory: {run_dir}")
     return 0
+
+
+def _algo_flag(argv: list[str]) -> str | None:
+    for i, a in enumerate(argv):
+        if a == "--algo" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--algo="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def cmd_demos(argv: list[str]) -> int:
+    from stack.demos import cmd_demos as run
+
+    return run(argv)
 
 
 def parse_train_config(argv: list[str], prog: str):
@@ -148,6 +168,7 @@ def cmd_bench(argv: list[str]) -> int:
 HANDLERS: dict[str, Callable[[list[str]], int]] = {
     "demo": cmd_demo,
     "train": cmd_train,
+    "demos": cmd_demos,
     "eval": cmd_eval,
     "export": cmd_export,
     "bench": cmd_bench,
