@@ -276,3 +276,24 @@ def test_select_checkpoint_picks_the_return_closest_to_the_target(tmp_path):
     assert (folder.name, ret) == ("latest", 1500.0)
     folder, _ = select_checkpoint(run, target_return=600, evaluate_missing=False)  # a tie: the earlier checkpoint
     assert folder.name == "step_1000"
+
+
+def test_noisy_demos_execute_the_noise_and_keep_the_experts_proposal(tmp_path):
+    """With action noise, ``action`` is what executed (noisy, within bounds) and ``action.proposal`` the baseline's
+    own action for the recorded observation (DART's label)."""
+    from sim import make_task
+    from stack.demos import record_demos
+
+    root = record_demos("reach", "baseline", episodes=1, seed=4, out_dir=tmp_path / "noisy", noise_std=0.05,
+                        progress=False)
+    ds = EpisodeDataset(root)
+    f = ds.frames(["observation.state", "action", "action.proposal"])
+    env = make_task("reach")
+    expected = np.stack([np.clip(env.baseline(o), env.action_space.low, env.action_space.high)
+                         for o in f["observation.state"].astype(np.float64)])
+    # the stored observation is float32: the baseline re-run on it agrees to float32 precision
+    np.testing.assert_allclose(f["action.proposal"], expected, atol=1e-4)
+    gap = np.abs(f["action"] - f["action.proposal"])
+    assert gap.mean() > 0.01
+    assert np.all(f["action"] >= env.action_space.low - 1e-6) and np.all(f["action"] <= env.action_space.high + 1e-6)
+    assert ds.info["noise_std"] == 0.05
