@@ -234,3 +234,12 @@ def test_bc_clones_the_reach_baseline_short(tmp_path):
 def test_bc_clones_the_reach_baseline(tmp_path):
     final, _ = _reach_bc(tmp_path, episodes=300, grad_steps=6000, eval_episodes=20)
     assert final["eval_success"] >= 0.4, final
+
+
+@pytest.mark.parametrize("preset", ["hopper_bc_diffusion", "hopper_bc_flow", "reach_bc"])
+def test_bc_presets_parse_into_the_config(preset):
+    from stack.algos.bc import parse_bc_config
+
+    cfg = parse_bc_config(["--preset", preset, "--dataset", "some/dataset", "--grad-steps", "7"])
+    assert (cfg.algo, cfg.dataset, cfg.grad_steps) == ("bc", "some/dataset", 7)
+    assert cfg.policy in preset or (preset == "reach_bc" and cfg.policy == "gaussian")
