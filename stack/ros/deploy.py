@@ -208,7 +208,8 @@ class LifecycleClient:
 
         A request can be lost: a node just restarted under the same name may still be known to DDS by its previous
         incarnation's service, and a request sent to that one is never answered. Unanswered requests are therefore
-        checked with ``get_state`` and sent again while the node is still in the state the transition starts from.
+        checked with ``get_state`` and sent again while the node is still in the state the transition starts from;
+        a repeated request refused because the first one went through counts as success (the state says so).
         """
         from lifecycle_msgs.srv import ChangeState, GetState
 
@@ -219,7 +220,7 @@ class LifecycleClient:
         futures, sent = [], 0.0
         try:
             while time.monotonic() < deadline and alive():
-                if not futures or all(f.done() for f in futures) is False and sent == 0.0:
+                if sent == 0.0:  # (re)send
                     if not change.wait_for_service(timeout_sec=0.2):
                         continue
                     req = ChangeState.Request()
@@ -229,8 +230,8 @@ class LifecycleClient:
                 self.executor.spin_once(timeout_sec=0.05)
                 if any(f.done() and f.result().success for f in futures):
                     return True
-                if all(f.done() for f in futures):
-                    # Refused — or a repeated request refused after the first one went through.
+                if any(f.done() for f in futures):
+                    # Refused — or a repeated request refused after the first one went through (or was lost).
                     state = self._call(get, GetState.Request(), 2.0, alive)
                     return state is not None and state.current_state.label == goal
                 if time.monotonic() - sent > 1.5:

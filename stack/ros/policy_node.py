@@ -6,9 +6,9 @@ and task topics (std_msgs/Float64MultiArray, one per ``topic:/name`` segment).
 
 Control step, at the policy's control rate (``trigger``):
 
-* ``joint_states`` (default): on the first joint_states message at or after each tick's due time, so the command
-  leaves as soon as the state it answers arrives (ros2_control publishes joint_states at its update rate, normally
-  a multiple of the policy's). If joint_states stop, commands stop; the safety node holds.
+* ``joint_states`` (default): on the first joint_states message stamped at or after each tick's due time, so the
+  command leaves as soon as the state it answers arrives (ros2_control publishes joint_states at its update rate,
+  normally a multiple of the policy's). If joint_states stop, commands stop; the safety node holds.
 * ``timer``: a timer at the control rate steps on the newest joint_states, if younger than ``max_obs_age_s``.
 
 Outputs per step: the proposal (stamped JointTrajectory, the safety node's input), optionally the same command for a
@@ -145,7 +145,7 @@ class PolicyNode(R2sNode):
             self.io.subscribe(Float64MultiArray, name, self._topic_callback(name), QOS_STATE)
         self.io.subscribe(JointState, self.js_topic, self._on_joint_states, QOS_STATE)
         self._subs = [self.create_subscription(DiagnosticArray, topics.EPISODE, self._on_episode, QOS_RELIABLE)]
-        self._latest_js = None
+        self._latest_js, self._latest_t = None, 0
         self._next_due_ns = None
         self._js_interval_ns = None
         self._reset_stats()
@@ -217,20 +217,24 @@ class PolicyNode(R2sNode):
 
     def _on_joint_states(self, msg: JointState) -> None:
         now = self.now_ns()
+        # Decimation runs on the messages' own stamps (regular at the publisher, whatever the delivery jitter);
+        # arrival time stands in for a driver that leaves stamps at zero.
+        t = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec or now
         if self._latest_js is not None:
-            dt = now - self._latest_js[1]
-            self._js_interval_ns = dt if self._js_interval_ns is None else 0.9 * self._js_interval_ns + 0.1 * dt
-        self._latest_js = (msg, now)
+            dt = t - self._latest_t
+            if dt > 0:
+                self._js_interval_ns = dt if self._js_interval_ns is None else 0.9 * self._js_interval_ns + 0.1 * dt
+        self._latest_js, self._latest_t = (msg, now), t
         if not self.active or self.p.trigger != "joint_states":
             return
         period_ns = int(self.period_s * 1e9)
-        # Step on the first message at or after the due time, with a tolerance of half the joint_states interval
-        # so that arrival jitter does not skip a tick when joint_states come at the control rate.
-        tol = min(0.5 * (self._js_interval_ns or period_ns), 0.5 * period_ns)
+        # Step on the first message at or after the due time, with a tolerance of half the joint_states interval,
+        # so that joint_states at the control rate are each answered despite their jitter.
+        tol = 0.5 * min(self._js_interval_ns or period_ns, period_ns)
         due = self._next_due_ns
-        if due is not None and now < due - tol:
+        if due is not None and t < due - tol:
             return
-        self._next_due_ns = now + period_ns if due is None or now - due > period_ns else due + period_ns
+        self._next_due_ns = t + period_ns if due is None or t - due > period_ns else due + period_ns
         with self._lock:
             self._step(msg, now)
 
