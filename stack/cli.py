@@ -28,8 +28,8 @@ COMMANDS: dict[str, str] = {
 
 # Commands whose stage of the loop is not built yet: they say so instead of pretending.
 NOT_YET: dict[str, str] = {
-    "deploy": "ROS 2 deployment (issue #7)",
-    "record": "intervention-log recording on the robot (issue #7; demonstrations: `r2s demos`)",
+    "record": "intervention-log recording outside `r2s deploy` (the logs/replay issue; `r2s deploy` records a bag, "
+              "`r2s demos` records demonstrations)",
     "replay": "log replay for fine-tuning (the logs/replay issue)",
     "sysid": "real-to-sim system identification (the logs/real-to-sim issue)",
 }
@@ -39,6 +39,7 @@ BENCHES: dict[str, str] = {
     "ppo": "PPO on a MuJoCo task: final return, wall-clock, steps/s",
     "bc": "behaviour cloning from 'medium' demos: BC return vs the demonstrator's",
     "export": "on-robot inference latency: onnxruntime vs torch per policy variant, FLOPs, RSS",
+    "deploy": "closed loop policy → safety → sim robot over ROS 2 (DDS): rate, jitter, latency vs a bare relay",
 }
 
 
@@ -165,12 +166,25 @@ def cmd_bench(argv: list[str]) -> int:
     return 0
 
 
+def cmd_deploy(argv: list[str]) -> int:
+    try:
+        import rclpy  # noqa: F401
+    except ImportError as e:
+        print(f"r2s deploy: rclpy cannot be imported ({e}); install the ROS 2 extra (pip install 'r2s-stack[ros]') "
+              "or source a ROS 2 Jazzy/Kilted install", file=sys.stderr)
+        return 2
+    from stack.ros.deploy import cmd_deploy as deploy_main
+
+    return deploy_main(argv)
+
+
 HANDLERS: dict[str, Callable[[list[str]], int]] = {
     "demo": cmd_demo,
     "train": cmd_train,
     "demos": cmd_demos,
     "eval": cmd_eval,
     "export": cmd_export,
+    "deploy": cmd_deploy,
     "bench": cmd_bench,
     "tasks": cmd_tasks,
 }

@@ -220,3 +220,24 @@ class BagWriter:
         tmp = self.path / "metadata.yaml.tmp"
         tmp.write_text(yaml.safe_dump({"rosbag2_bagfile_information": info}, sort_keys=False))
         os.replace(tmp, self.path / "metadata.yaml")
+
+
+def read_bag(path: str | os.PathLike) -> dict[str, list]:
+    """Every message of a bag's MCAP files (in file order), decoded as ROS 2 messages with ``mcap_ros2``:
+    ``{topic: [(log_time_ns, message), ...]}``. Plain Python, no rclpy: what a laptop without ROS reads a robot's
+    log with."""
+    from mcap.reader import make_reader
+    from mcap_ros2.decoder import DecoderFactory
+
+    path = Path(path)
+    files = sorted(path.glob("*.mcap"), key=lambda p: int(re.findall(r"_(\d+)\.mcap$", p.name)[0])
+                   if re.search(r"_(\d+)\.mcap$", p.name) else 0) if path.is_dir() else [path]
+    if not files:
+        raise FileNotFoundError(f"read_bag: no .mcap file in {path}")
+    out: dict[str, list] = {}
+    for file in files:
+        with open(file, "rb") as f:
+            reader = make_reader(f, decoder_factories=[DecoderFactory()])
+            for _schema, channel, message, decoded in reader.iter_decoded_messages(log_time_order=True):
+                out.setdefault(channel.topic, []).append((message.log_time, decoded))
+    return out

@@ -334,11 +334,28 @@ def set_realtime_priority() -> str | None:
     return None
 
 
+def node_help(node_cls: type[R2sNode]) -> str:
+    """Usage of a node's console script: how to pass parameters, and every parameter with its default."""
+    params = getattr(sys.modules[node_cls.__module__], "PARAMS", {})
+    doc = (sys.modules[node_cls.__module__].__doc__ or "").strip().splitlines()
+    lines = [doc[0] if doc else node_cls.__name__, "",
+             "usage: <script> [--ros-args -p NAME:=VALUE ... --params-file FILE.yaml]",
+             "A lifecycle node: configure and activate it through its lifecycle services (r2s deploy does), or set "
+             "autostart:=true.", "", "parameters:"]
+    for name, (default, text) in params.items():
+        lines.append(f"  {name} (default {default!r}): {text}")
+    return "\n".join(lines)
+
+
 def run_node(node_cls: type[R2sNode], argv: list[str] | None = None) -> int:
     """Process entry point of a node: SIGINT/SIGTERM end the spin loop, then the node is deactivated (if active) and
     shut down (lifecycle ``shutdown`` transition), so a node never dies half-way through a callback and the
     recorder closes its bag."""
     args = list(sys.argv if argv is None else argv)
+    own = args[1:args.index("--ros-args")] if "--ros-args" in args else args[1:]
+    if "-h" in own or "--help" in own:
+        print(node_help(node_cls))
+        return 0
     rt_warning = set_realtime_priority()
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     stop = threading.Event()

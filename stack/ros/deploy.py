@@ -343,8 +343,15 @@ def policy_robot(policy_path: str) -> str:
     """The robot named in an exported policy's metadata."""
     import onnxruntime as ort
 
-    return ort.InferenceSession(str(policy_path), providers=["CPUExecutionProvider"]) \
-        .get_modelmeta().custom_metadata_map.get("robot", "")
+    try:
+        meta = ort.InferenceSession(str(policy_path), providers=["CPUExecutionProvider"]).get_modelmeta()
+    except Exception as e:
+        raise DeployError(f"--policy {policy_path}: not a loadable ONNX model ({e})") from None
+    robot = meta.custom_metadata_map.get("robot", "")
+    if not robot:
+        raise DeployError(f"--policy {policy_path}: the model's metadata names no robot (not exported by "
+                          "`r2s export`?); pass --robot")
+    return robot
 
 
 def task_for(policy_path: str, robot: str) -> str:
@@ -378,6 +385,8 @@ def deploy(policy_path: str, robot: str | None = None, sim: bool = False, durati
     """Run the graph until ``duration`` s, Ctrl-C, ``stop_event``, or (``--sim`` with ``episodes``) that many
     episodes ended. Returns a summary: exit codes, episode outcomes, bag directory, log directory, peak RSS."""
     policy_path = str(Path(policy_path).resolve())
+    if not Path(policy_path).is_file():
+        raise DeployError(f"--policy {policy_path}: no such file (an ONNX policy from `r2s export`)")
     robot = robot or policy_robot(policy_path)
     if sim and task is None:
         task = task_for(policy_path, robot)

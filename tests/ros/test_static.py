@@ -68,6 +68,21 @@ def test_launch_files_compile_and_name_existing_executables_and_parameter_files(
     assert started["sim.launch.py"] == ["r2s_sim_robot", "r2s_recorder", "r2s_safety", "r2s_policy"]
 
 
+def test_every_node_is_an_installed_console_script():
+    import shutil
+    import tomllib
+
+    from stack.ros.deploy import CONSOLE_SCRIPTS
+
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    for exe, target in CONSOLE_SCRIPTS.items():
+        assert scripts.get(exe) == target, f"pyproject.toml [project.scripts] {exe} = {scripts.get(exe)!r}"
+    bin_dir = Path(sys.executable).parent
+    if (bin_dir / "r2s").exists():  # installed into this environment: the node scripts are there beside it
+        for exe in CONSOLE_SCRIPTS:
+            assert shutil.which(exe, path=str(bin_dir)), f"{exe} not installed in {bin_dir}"
+
+
 def test_parameter_files_set_only_declared_parameters():
     pytest.importorskip("rclpy", reason="rclpy is not importable: install the ROS 2 wheels (the `ros` extra)")
     from stack.ros import topics
@@ -81,3 +96,22 @@ def test_parameter_files_set_only_declared_parameters():
             declared = set(importlib.import_module(modules[node]).PARAMS) | {"autostart", "use_sim_time"}
             unknown = set(section["ros__parameters"]) - declared
             assert not unknown, f"{path.name}: {node} has no parameter(s) {sorted(unknown)}"
+
+
+@pytest.mark.parametrize("module", ["stack.ros.policy_node", "stack.ros.safety_node", "stack.ros.sim_robot_node",
+                                    "stack.ros.recorder_node"])
+def test_node_help_lists_its_parameters_without_starting(module):
+    pytest.importorskip("rclpy", reason="rclpy is not importable: install the ROS 2 wheels (the `ros` extra)")
+    code = f"import sys; from {module} import main; sys.exit(main(['x', '--help']))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    for name in importlib.import_module(module).PARAMS:
+        assert f"  {name} (default" in r.stdout
+
+
+def test_r2s_deploy_refuses_a_missing_policy_file(tmp_path):
+    pytest.importorskip("rclpy", reason="rclpy is not importable: install the ROS 2 wheels (the `ros` extra)")
+    r = subprocess.run([sys.executable, "-m", "stack", "deploy", "--policy", str(tmp_path / "nope.onnx"), "--sim"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "nope.onnx: no such file" in r.stderr, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
