@@ -60,7 +60,7 @@ def cmd_tasks(argv: list[str]) -> int:
 
 
 def cmd_train(argv: list[str]) -> int:
-    if _algo_flag(argv) == "bc":  # BC trains from a dataset, with its own typed config
+    if (_algo_flag(argv) or _preset_algo(argv)) == "bc":  # BC trains from a dataset, with its own typed config
         from stack.algos.bc import cmd_train_bc
 
         return cmd_train_bc(argv)
@@ -79,6 +79,18 @@ def _algo_flag(argv: list[str]) -> str | None:
         if a.startswith("--algo="):
             return a.split("=", 1)[1]
     return None
+
+
+def _preset_algo(argv: list[str]) -> str | None:
+    """The ``algo`` a ``--preset`` names (so ``--preset reach_bc`` needs no ``--algo bc``)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset", default=None)
+    known, _ = pre.parse_known_args(argv)
+    if not known.preset:
+        return None
+    from stack.config import load_preset
+
+    return load_preset(known.preset).get("algo")
 
 
 def cmd_demos(argv: list[str]) -> int:
@@ -108,9 +120,22 @@ def cmd_eval(argv: list[str]) -> int:
     p.add_argument("--seed", type=int, default=10_000)
     p.add_argument("--video", action="store_true", help="write eval.mp4 into the run directory")
     args = p.parse_args(argv)
-    from stack.evaluate import evaluate_run
+    from pathlib import Path
 
-    result = evaluate_run(args.run_dir, episodes=args.episodes, seed=args.seed, video=args.video)
+    meta = Path(args.run_dir) / "checkpoints" / "latest" / "meta.json"
+    if not meta.is_file():
+        print(f"r2s eval: no checkpoint in {args.run_dir} (expected {meta})", file=sys.stderr)
+        return 1
+    if json.loads(meta.read_text()).get("algo") == "bc":
+        from stack.algos.bc import evaluate_bc_run
+
+        if args.video:
+            print("r2s eval: --video is not supported for BC runs yet; evaluating without", file=sys.stderr)
+        result = evaluate_bc_run(args.run_dir, episodes=args.episodes, seed=args.seed)
+    else:
+        from stack.evaluate import evaluate_run
+
+        result = evaluate_run(args.run_dir, episodes=args.episodes, seed=args.seed, video=args.video)
     print(json.dumps(result))
     return 0
 

@@ -100,8 +100,13 @@ def evaluate(policy_fn: PolicyFn, task, episodes: int = 5, seed: int = 10_000, v
     """``dict(return_mean, return_std, success_rate, frames, length_mean, success_step_mean, returns, fps,
     has_success)``; ``has_success``: whether the task reported ``info["success"]`` at all."""
     envs = [_make_env(task, task_kwargs, render=video and i == 0) for i in range(episodes)]
+    # A stateful policy (observation history, action-chunk queue per env) is told which envs are still running.
+    act_batch = getattr(policy_fn, "act_batch", None)
+    if act_batch is not None and hasattr(policy_fn, "reset"):
+        policy_fn.reset()
+    act = act_batch if act_batch is not None else (lambda obs, _idx: policy_fn(obs))
     try:
-        out = run_episodes(envs, lambda obs, _idx: policy_fn(obs), seed, render_first=video)
+        out = run_episodes(envs, act, seed, render_first=video)
         out["fps"] = int(envs[0].metadata.get("render_fps") or 30)
     finally:
         for env in envs:

@@ -228,6 +228,17 @@ def test_bc_clones_the_reach_baseline_short(tmp_path):
     assert untrained["success_rate"] == 0.0
     assert final["eval_success"] >= 0.1, final
     assert final["eval_return"] > untrained["return_mean"] + 5.0, (final, untrained)
+    # `r2s eval` on a BC run uses the chunk-aware evaluation, and stack.evaluate.evaluate tells a stateful chunked
+    # policy which envs are running (act_batch): both give the BC trainer's own evaluation on the same seeds.
+    from stack import cli
+    from stack.algos.bc import EVAL_SEED, evaluate_bc_run, load_bc_policy
+    from stack.evaluate import evaluate
+
+    run = tmp_path / "bc-reach"
+    direct = evaluate_bc_run(run, episodes=4, seed=EVAL_SEED)
+    via_evaluate = evaluate(load_bc_policy(run), "reach", 4, seed=EVAL_SEED)
+    assert via_evaluate["returns"] == direct["returns"]
+    assert cli.main(["eval", str(run), "--episodes", "4", "--seed", str(EVAL_SEED)]) == 0
 
 
 @pytest.mark.slow

@@ -66,3 +66,9 @@ def test_train_flags_override_preset(tmp_path):
     preset.write_text("total_env_steps: 1234\nenv:\n  task: reach\n")
     cfg = cli.parse_train_config(["--preset", str(preset), "--seed", "7"], prog="r2s train")
     assert (cfg.total_env_steps, cfg.env.task, cfg.seed) == (1234, "reach", 7)
+
+
+def test_a_bc_preset_routes_train_to_behaviour_cloning():
+    assert cli._preset_algo(["--preset", "reach_bc", "--dataset", "x"]) == "bc"
+    assert cli._preset_algo(["--preset", "reach_ppo"]) in (None, "ppo")
+    assert cli._preset_algo(["--steps", "3"]) is None
