@@ -169,6 +169,8 @@ def cmd_bench(argv: list[str]) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--policy", default="diffusion", help="policy kind (bc)")
     p.add_argument("--rate", type=float, default=100.0, help="control rate in Hz (deploy)")
+    p.add_argument("--cleanrl", default=None, help="ppo: path to CleanRL's ppo_continuous_action.py, run after ours "
+                   "for a side-by-side figure")
     args = p.parse_args(argv)
     if args.which not in BENCHES:
         print(f"r2s bench: unknown benchmark {args.which!r}; available: {sorted(BENCHES)}", file=sys.stderr)
@@ -180,7 +182,7 @@ def cmd_bench(argv: list[str]) -> int:
         result = bench.run(task=args.task or "hopper", quick=args.quick)
     elif args.which == "ppo":
         steps = args.steps or (100_000 if args.quick else 1_000_000)
-        result = bench.run(task=args.task or "hopper", steps=steps, seed=args.seed)
+        result = bench.run(task=args.task or "hopper", steps=steps, seed=args.seed, cleanrl=args.cleanrl)
     elif args.which == "bc":
         result = bench.run(task=args.task or "hopper", policy=args.policy, quick=args.quick)
     elif args.which == "deploy":

@@ -12,10 +12,12 @@ returns a dict (the CLI prints it as JSON):
   the pool's ``step``, the rest inference/normalisation/storage), ``iter_update_s`` (GAE + epochs of minibatches),
   and ``train_steps_per_s`` (rollout + update only).
 
-``cleanrl``: path to CleanRL's ``ppo_continuous_action.py`` (with its gymnasium-1.x fix) to run right after on the
-same machine, single-threaded, for a side-by-side figure: ``cleanrl_wall_s``, ``cleanrl_steps_per_s`` and its
-training-episode returns (mean of the last 20 episodes, and around 300k steps) parsed from its stdout. Its code is
-run, never copied.
+``cleanrl``: path to an unmodified CleanRL ``ppo_continuous_action.py`` to run right after on the same machine,
+single-threaded, for a side-by-side figure: ``cleanrl_wall_s``, ``cleanrl_steps_per_s`` and its training-episode
+returns (mean of the last 20 episodes, and around 300k steps) parsed from its stdout; ours beside them as
+``train_return_final`` / ``train_return_at_300k`` (training episodes too, same definition). Its code is run, never
+copied: a temporary copy gets the two gymnasium-1.x adaptations (``TransformObservation`` now takes the observation
+space; episode statistics arrive as ``infos["episode"]`` with an ``_episode`` mask instead of ``final_info``).
 """
 
 from __future__ import annotations
@@ -85,9 +87,40 @@ def run(task: str = "hopper", steps: int = 1_000_000, seed: int = 1, cleanrl: st
         at = next(r for r in evals if r["env_steps"] >= 300_000)
         out["return_at_300k"] = round(at["eval_return"], 2)
         out["return_at_300k_env_steps"] = int(at["env_steps"])
+    train_pts = [(r["env_steps"], r["train_return"]) for r in rows if "train_return" in r]
+    if train_pts:
+        out["train_return_final"] = round(float(np.mean([r for _, r in train_pts[-3:]])), 2)
+        near = [r for s, r in train_pts if 280_000 <= s <= 320_000]
+        if near:
+            out["train_return_at_300k"] = round(float(np.mean(near)), 2)
     if cleanrl:
         out.update(run_cleanrl(cleanrl, task, steps, seed))
+        if "cleanrl_wall_s" in out:
+            out["wall_ratio_to_cleanrl"] = round(out["wall_s"] / out["cleanrl_wall_s"], 3)
     return out
+
+
+CLEANRL_GYMNASIUM_1X = [
+    ("gym.wrappers.TransformObservation(env, lambda obs: np.clip(obs, -10, 10))",
+     "gym.wrappers.TransformObservation(env, lambda obs: np.clip(obs, -10, 10), env.observation_space)"),
+    ('            if "final_info" in infos:',
+     '            if "episode" in infos:  # gymnasium 1.x vector envs\n'
+     '                for i in np.flatnonzero(infos["_episode"]):\n'
+     '                    print(f"global_step={global_step}, episodic_return={infos[\'episode\'][\'r\'][i]}")\n'
+     '            if "final_info" in infos:'),
+]
+"""(original, replacement) snippets applied to a temporary copy of CleanRL's script."""
+
+
+def adapted_cleanrl(script: str, out_dir: Path) -> Path:
+    text = Path(script).read_text()
+    for old, new in CLEANRL_GYMNASIUM_1X:
+        if old not in text:
+            raise ValueError(f"{script}: expected CleanRL's line {old.strip()!r} (another version of the script?)")
+        text = text.replace(old, new, 1)
+    path = out_dir / Path(script).name
+    path.write_text(text)
+    return path
 
 
 def run_cleanrl(script: str, task: str, steps: int, seed: int) -> dict:
@@ -95,7 +128,11 @@ def run_cleanrl(script: str, task: str, steps: int, seed: int) -> dict:
     lines."""
     if task not in GYM_IDS:
         raise ValueError(f"cleanrl comparison: no Gymnasium id for task {task!r}; known: {sorted(GYM_IDS)}")
+    import tempfile
+
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    work = Path(tempfile.mkdtemp(prefix="cleanrl-"))
+    script = str(adapted_cleanrl(script, work))
     cmd = [sys.executable, str(Path(script).resolve()), "--env-id", GYM_IDS[task], "--total-timesteps", str(steps),
            "--seed", str(seed), "--no-capture-video", "--no-track"]
     t0 = time.perf_counter()
