@@ -11,7 +11,7 @@ from torch import nn
 
 from policies.common import CheckpointError, check_state_dict, load_policy, save_policy
 from policies.critics import QNet, ValueNet, ViabilityEfficiencyCritic
-from policies.diffusion import DiffusionPolicy, cosine_beta_schedule
+from policies.diffusion import DiffusionPolicy, FinetunedDiffusionPolicy, cosine_beta_schedule
 from policies.flow import FlowPolicy
 from policies.gaussian import GaussianPolicy
 
@@ -32,7 +32,7 @@ def make_policy(kind: str, obs_dim: int, act_dim: int, **kwargs) -> nn.Module:
 
 
 __all__ = [
-    "CheckpointError", "DiffusionPolicy", "FlowPolicy", "GaussianPolicy", "POLICY_KINDS", "QNet", "ValueNet",
-    "ViabilityEfficiencyCritic", "check_state_dict", "cosine_beta_schedule", "load_policy", "make_policy",
-    "save_policy",
+    "CheckpointError", "DiffusionPolicy", "FinetunedDiffusionPolicy", "FlowPolicy", "GaussianPolicy", "POLICY_KINDS",
+    "QNet", "ValueNet", "ViabilityEfficiencyCritic", "check_state_dict", "cosine_beta_schedule", "load_policy",
+    "make_policy", "save_policy",
 ]

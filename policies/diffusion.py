@@ -19,6 +19,7 @@ DDPM follows Ho et al. 2020 with Nichol & Dhariwal's cosine schedule, as DPPO (i
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Sequence
 
@@ -153,6 +154,10 @@ class DiffusionPolicy(nn.Module):
         raise ValueError(f"mode={mode!r}; expected 'stochastic', 'deterministic' or None")
 
     # ---- one denoising step -------------------------------------------------------------------------------------
+    def _denoise(self, net: nn.Module | None, x_k: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """ε̂(x_k, t, s) from ``net`` (default ``self.net``); ``FinetunedDiffusionPolicy`` picks a network per t."""
+        return (self.net if net is None else net)(x_k, t, cond)
+
     def step_distribution(self, x_k: torch.Tensor, k_index: int | torch.Tensor, obs: torch.Tensor,
                           net: nn.Module | None = None, sampler: str | None = None, ddim_steps: int | None = None,
                           eta: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,7 +168,6 @@ class DiffusionPolicy(nn.Module):
         ``net`` replaces ``self.net`` (DPPO's fine-tuned copy).
         """
         sampler, k, eta = self._resolve(sampler, ddim_steps, eta)
-        net = self.net if net is None else net
         b = x_k.shape[0]
         cond = flatten_obs(obs, self.obs_steps, self.obs_dim)
         if isinstance(k_index, int):
@@ -178,7 +182,7 @@ class DiffusionPolicy(nn.Module):
         def at(table: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
             return table[idx].reshape(b, 1, 1)
 
-        eps = net(x_k, t, cond)
+        eps = self._denoise(net, x_k, t, cond)
         alpha = at(self.alphas_cumprod, t)
         # x̂0 = (x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t, clamped to the action range (DPPO's denoised_clip_value)
         x0 = (x_k - (1 - alpha).sqrt() * eps) / alpha.sqrt()
@@ -291,3 +295,70 @@ class DiffusionPolicy(nn.Module):
         alpha = self.alphas_cumprod[t].reshape(b, 1, 1)
         x_t = alpha.sqrt() * actions + (1 - alpha).sqrt() * eps  # q(x_t | x_0), Ho et al. eq. 4
         return F.mse_loss(self.net(x_t, t, cond), eps, reduction="none").mean(dim=(-1, -2))
+
+
+@register
+class FinetunedDiffusionPolicy(DiffusionPolicy):
+    """A DPPO-fine-tuned diffusion policy: two denoisers in one module, so it saves, loads, acts and exports whole.
+
+    ``net`` is the frozen pretrained denoiser, ``ft_net`` the fine-tuned copy. DPPO fine-tunes the last
+    ``ft_denoising_steps`` (K′) positions of one chain (``ft_sampler``/``ft_ddim_steps``: DDPM with all T steps, or
+    DDIM with K steps); those positions run at the diffusion timesteps t ≤ ``ft_max_timestep``, and every sampling
+    method here runs ``ft_net`` exactly at those timesteps and ``net`` at the noisier ones (DPPO: ``t < K′`` for
+    DDPM, ``index ≥ K − K′`` for DDIM — the same rule). Loading a checkpoint therefore evaluates with both networks
+    (DPPO's own loader evaluated the frozen one only). ``sampler``/``ddim_steps``/``eta`` are the *evaluation* sampler
+    (DDPM as fine-tuned; DDIM with η = 0), which ``act``, ``ChunkedPolicy`` and the exporter use by default.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, ft_denoising_steps: int = 10, ft_sampler: str = "ddpm",
+                 ft_ddim_steps: int | None = None, **kwargs):
+        super().__init__(obs_dim, act_dim, **kwargs)
+        self._check_sampler(ft_sampler, ft_ddim_steps)
+        k = self.num_steps(ft_sampler, ft_ddim_steps)
+        if not 1 <= ft_denoising_steps <= k:
+            raise ValueError(f"ft_denoising_steps={ft_denoising_steps}; expected 1 ≤ K′ ≤ K={k} "
+                             f"(the {ft_sampler} chain that is fine-tuned)")
+        self.ft_denoising_steps, self.ft_sampler, self.ft_ddim_steps = ft_denoising_steps, ft_sampler, ft_ddim_steps
+        self.config.update(ft_denoising_steps=ft_denoising_steps, ft_sampler=ft_sampler, ft_ddim_steps=ft_ddim_steps)
+        self.ft_max_timestep = int(self.chain_timesteps(ft_sampler, ft_ddim_steps)[k - ft_denoising_steps])
+        self.ft_net = copy.deepcopy(self.net)
+
+    @classmethod
+    def from_pretrained(cls, policy: DiffusionPolicy, ft_denoising_steps: int, ft_sampler: str = "ddpm",
+                        ft_ddim_steps: int | None = None, sampler: str | None = None, ddim_steps: int | None = None,
+                        eta: float | None = None, act_steps: int | None = None) -> FinetunedDiffusionPolicy:
+        """Both networks start as copies of ``policy.net``; the evaluation sampler defaults to the fine-tuned chain's
+        (DDIM with η = 0); ``act_steps`` (default: the pretrained policy's) is what the fine-tuned policy executes."""
+        if type(policy) is not DiffusionPolicy:
+            raise TypeError(f"from_pretrained expects a DiffusionPolicy, got {type(policy).__name__}")
+        sampler = sampler or ft_sampler
+        if sampler == "ddim" and ddim_steps is None:
+            ddim_steps = ft_ddim_steps
+        kwargs = dict(policy.config)
+        kwargs.update(sampler=sampler, ddim_steps=ddim_steps, eta=0.0 if eta is None else eta,
+                      act_steps=kwargs["act_steps"] if act_steps is None else act_steps)
+        obs_dim, act_dim = kwargs.pop("obs_dim"), kwargs.pop("act_dim")
+        new = cls(obs_dim, act_dim, ft_denoising_steps=ft_denoising_steps, ft_sampler=ft_sampler,
+                  ft_ddim_steps=ft_ddim_steps, **kwargs)
+        new.net.load_state_dict(policy.net.state_dict())
+        new.ft_net.load_state_dict(policy.net.state_dict())
+        return new.to(next(policy.parameters()).device)
+
+    def _denoise(self, net: nn.Module | None, x_k: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        if net is not None:
+            return net(x_k, t, cond)
+        ft = t <= self.ft_max_timestep
+        if bool(ft.all()):
+            return self.ft_net(x_k, t, cond)
+        if not bool(ft.any()):
+            return self.net(x_k, t, cond)
+        return torch.where(ft.reshape(-1, 1, 1), self.ft_net(x_k, t, cond), self.net(x_k, t, cond))
+
+    def chain_nets(self, sampler: str | None = None, ddim_steps: int | None = None) -> Callable[[int], nn.Module]:
+        """``net_for_step`` of a chain (default: the evaluation sampler's): chain position i → the network of its t."""
+        timesteps = self.chain_timesteps(sampler, ddim_steps).tolist()
+        return lambda i: self.ft_net if timesteps[i] <= self.ft_max_timestep else self.net
+
+    def net_for_step(self, i: int) -> nn.Module:
+        """The network of chain position i of the evaluation chain (what ``stack.export`` unrolls)."""
+        return self.chain_nets()(i)

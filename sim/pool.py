@@ -36,6 +36,11 @@ envs as threads free up: it balances uneven step costs inside a worker (``num_wo
 ``sim.tasks.locomotion``) to step its slice with one lean loop and numpy over the batch, autoreset included;
 otherwise each env's ``step`` (and ``reset`` at an episode end) is called.
 
+``step(actions, active=mask)`` steps only the envs where ``mask`` is True; the others idle (not stepped: their
+observation is returned unchanged, reward 0, no flags, their episode counters stand still). Chunk execution uses it:
+an env whose episode ended inside an action chunk waits for the others to finish theirs. A step with some envs idle
+takes each active env's own ``step``/``reset`` (the ``batch_stepper``, when a task has one, is re-synchronised after).
+
 ``make_pool(task, num_envs, backend="pool" | "sync", **kw)`` picks one; ``"sync"`` steps the envs in this process.
 """
 
@@ -107,6 +112,7 @@ def _layout(num_envs: int, obs_shape: tuple, obs_dtype, act_dim: int, num_worker
         ("has_success", (num_envs,), np.bool_),
         ("seeds", (num_envs,), np.int64),
         ("seed_mask", (num_envs,), np.bool_),
+        ("active", (num_envs,), np.bool_),
         ("msg_len", (num_workers,), np.int64),
         ("busy_s", (num_workers,), np.float64),
         ("msg", (num_workers, _MSG_BYTES), np.uint8),
@@ -121,7 +127,7 @@ def _layout(num_envs: int, obs_shape: tuple, obs_dtype, act_dim: int, num_worker
 
 
 _PER_ENV = ("actions", "obs", "final_obs", "reward", "terminated", "truncated", "success", "has_success", "seeds",
-            "seed_mask")
+            "seed_mask", "active")
 
 
 def _views(buf, layout: list) -> dict[str, np.ndarray]:
@@ -146,6 +152,7 @@ class _EnvSlice:
         self.reward, self.terminated, self.truncated = a["reward"], a["terminated"], a["truncated"]
         self.success, self.has_success = a["success"], a["has_success"]
         self.seeds, self.seed_mask = a["seeds"], a["seed_mask"]
+        self.active = a["active"]
         self.done = np.zeros(hi - lo, dtype=bool)
         self.threads = threads
         maker = getattr(cls, "batch_stepper", None)
@@ -154,6 +161,9 @@ class _EnvSlice:
             threads=threads)
 
     def step(self) -> None:
+        if not self.active.all():
+            self._step_active()
+            return
         if self.batch is not None:
             self.batch.step()
             return
@@ -179,6 +189,28 @@ class _EnvSlice:
             else:
                 has[j] = True
                 succ[j] = bool(s)
+
+    def _step_active(self) -> None:
+        """Step (and autoreset) only the active envs; the idle ones keep their observation, reward 0, no flags."""
+        obs, rew, term, trunc, succ, has = (self.obs, self.reward, self.terminated, self.truncated, self.success,
+                                            self.has_success)
+        for j, env in enumerate(self.envs):
+            if not self.active[j]:
+                rew[j] = 0.0
+                term[j] = trunc[j] = has[j] = False
+                continue
+            o, r, te, tr, info = self._call(j, env.step, self.actions[j])
+            rew[j], term[j], trunc[j] = r, te, tr
+            s = info.get("success") if info else None
+            has[j] = s is not None
+            if s is not None:
+                succ[j] = bool(s)
+            if te or tr:
+                self.final_obs[j] = o
+                o = self._call(j, env.reset)[0]
+            obs[j] = o
+        if self.batch is not None:  # it keeps copies of the envs' states: refresh them
+            self.batch.sync()
 
     def reset(self, options: dict | None) -> None:
         for j, env in enumerate(self.envs):
@@ -339,7 +371,8 @@ class _PoolBase(VectorEnv):
         self._ep_length[:] = 0
         return self._obs.copy(), {}
 
-    def step(self, actions):
+    def step(self, actions, active=None):
+        """Gymnasium's ``step``; ``active`` (bool [N], optional): step only these envs, the others idle."""
         self._check_open()
         if not self._reset_done:
             raise gym.error.ResetNeeded("pool: call reset() before step()")
@@ -352,13 +385,20 @@ class _PoolBase(VectorEnv):
             raise ActionError(f"actions of env index {bad} have NaN/inf: {a[bad[0]].tolist()} (first); refused, "
                               "no env stepped")
         np.minimum(np.maximum(a, self._low, out=self._actions), self._high, out=self._actions)  # = np.clip, faster
+        if active is None:
+            self._a["active"][:] = True
+        else:
+            mask = np.asarray(active, bool)
+            if mask.shape != (self.num_envs,):
+                raise ValueError(f"active has shape {mask.shape}; expected ({self.num_envs},)")
+            self._a["active"][:] = mask
         self._run_step()
         obs = self._obs.copy()
         reward = self._reward.copy()
         terminated = self._terminated.copy()
         truncated = self._truncated.copy()
         self._ep_return += reward
-        self._ep_length += 1
+        self._ep_length += self._a["active"]
         done = terminated | truncated
         infos: dict[str, Any] = {}
         has_success = self._has_success.any()

@@ -40,6 +40,8 @@ BENCHES: dict[str, str] = {
     "bc": "behaviour cloning from 'medium' demos: BC return vs the demonstrator's",
     "export": "on-robot inference latency: onnxruntime vs torch per policy variant, FLOPs, RSS",
     "deploy": "closed loop policy → safety → sim robot over ROS 2 (DDS): rate, jitter, latency vs a bare relay",
+    "dppo": "DPPO fine-tuning of a BC-pretrained diffusion policy (beside FPO on a flow policy): return before/after",
+    "fpo": "FPO / FPO++ vs Gaussian PPO from scratch at the same budget and seeds; multimodality check",
 }
 
 
@@ -169,6 +171,7 @@ def cmd_bench(argv: list[str]) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--policy", default="diffusion", help="policy kind (bc)")
     p.add_argument("--rate", type=float, default=100.0, help="control rate in Hz (deploy)")
+    p.add_argument("--device", default="cpu", help="dppo/fpo: 'cpu', 'cuda' or 'auto'")
     p.add_argument("--cleanrl", default=None, help="ppo: path to CleanRL's ppo_continuous_action.py, run after ours "
                    "for a side-by-side figure")
     args = p.parse_args(argv)
@@ -187,6 +190,10 @@ def cmd_bench(argv: list[str]) -> int:
         result = bench.run(task=args.task or "hopper", policy=args.policy, quick=args.quick)
     elif args.which == "deploy":
         result = bench.run(rate=args.rate, quick=args.quick)
+    elif args.which == "dppo":
+        result = bench.run(task=args.task or "hopper", quick=args.quick, device=args.device)
+    elif args.which == "fpo":  # no --task: reach (quick) or halfcheetah then reach (full)
+        result = bench.run(task=args.task, quick=args.quick, device=args.device)
     else:
         result = bench.run(quick=args.quick)
     print(json.dumps(result))

@@ -115,6 +115,171 @@ class SACConfig:
 
 
 @dataclass
+class FPOConfig:
+    """Flow Policy Optimization (McAllister et al. 2025) with the FPO++ options (Yi, Choi et al. 2026); the algorithm
+    is ``stack.algos.fpo``. Defaults are FPO's (DM Control reference: 10 Euler steps, N_mc 8, clip 0.05, actor 4×32
+    SiLU, critic 5×256, Adam 3e-4); ``variant: fpo++`` switches the FPO++ options on where they are left at None."""
+
+    variant: Literal["fpo", "fpo++"] = "fpo"
+    """'fpo': one ratio per action from the mean CFM losses; 'fpo++': per-sample ratios, ASPO, clamped losses."""
+    rollout_steps: int = 256
+    """Decisions (policy calls) per env per iteration; env steps ≈ rollout_steps × num_envs × act_steps."""
+    lr: float = 3e-4
+    """Adam learning rate of the actor (and of the critic unless critic_lr is set)."""
+    critic_lr: float | None = None
+    """Critic learning rate (None: lr). FPO++ fine-tuning from BC: actor 1e-5, critic 1e-4."""
+    anneal_lr: bool = False
+    """Linearly anneal the learning rates to 0 over the run (FPO: constant)."""
+    gamma: float = 0.99
+    """Discount per decision."""
+    gae_lambda: float = 0.95
+    """GAE λ."""
+    num_minibatches: int = 32
+    """Minibatches per epoch."""
+    update_epochs: int = 16
+    """Epochs over each batch (FPO: 16)."""
+    norm_adv: bool = True
+    """Normalise advantages per minibatch."""
+    clip_coef: float = 0.05
+    """Ratio clip ε (FPO: 0.05, much smaller than Gaussian PPO's 0.2)."""
+    vf_coef: float = 0.5
+    """Value loss coefficient on ½·(V − R)² (FPO: 0.25 on (V − R)², the same thing)."""
+    clip_vloss: bool = False
+    """Clip the value loss around the old prediction (FPO: no)."""
+    max_grad_norm: float | None = None
+    """Global gradient-norm clip (FPO: none; FPO++ fine-tuning: 1.0)."""
+    n_mc: int = 8
+    """(τ, ε) pairs drawn per action at rollout time and reused every epoch (N_mc)."""
+    tau_sampling: Literal["uniform", "grid"] = "uniform"
+    """τ ~ U(0, 1), or uniform over the sampler's Euler grid {1 − k/K}."""
+    loss_mode: Literal["epsilon", "velocity"] = "epsilon"
+    """CFM loss: 'epsilon' (velocity output supervised as ε-MSE, FPO's default) or 'velocity' (‖v − (ε − a)‖²)."""
+    per_sample_ratio: bool | None = None
+    """One ratio per (τ, ε) sample, each clipped (FPO++), instead of one from the mean losses (None: by variant)."""
+    trust_region: Literal["ppo", "aspo"] | None = None
+    """'aspo': PPO-clip for Â ≥ 0, SPO for Â < 0 (FPO++); 'ppo': PPO-clip for all (None: by variant)."""
+    loss_clamp: float | None = None
+    """Clamp each CFM loss at this before differencing (FPO++: 4; None: by variant; ≤ 0: off)."""
+    log_ratio_clamp: float | None = None
+    """Clamp the log-ratio to ±this before exp (FPO++: 5; None: by variant; ≤ 0: off)."""
+    horizon: int = 1
+    """Action chunk predicted per decision from scratch (with init_from: the pretrained policy's)."""
+    act_steps: int = 0
+    """Actions of the chunk executed per decision (0: the policy's own — from scratch: horizon; with init_from: the
+    pretrained policy's act_steps)."""
+    euler_steps: int = 10
+    """Euler steps of the flow sampler in training (from scratch; with init_from: the pretrained policy's)."""
+    eval_steps: int | None = None
+    """Euler steps at evaluation (None: euler_steps); any K works at inference."""
+    hidden: tuple[int, ...] = (32, 32, 32, 32)
+    """Actor (velocity net) hidden widths, from scratch (FPO: 4×32)."""
+    activation: str = "silu"
+    """Actor activation, from scratch."""
+    output_scale: float = 0.25
+    """From scratch: the velocity net's output layer is initialised ×this (FPO multiplies the output by 0.25)."""
+    critic_hidden: tuple[int, ...] = (256, 256, 256, 256, 256)
+    """Critic hidden widths (FPO: 5×256)."""
+    critic_activation: str = "silu"
+    """Critic activation."""
+    norm_obs: bool = True
+    """Normalise observations with running statistics (with init_from: the BC statistics, frozen)."""
+    norm_reward: bool = True
+    """Scale rewards by a running std of the discounted return (per decision)."""
+    clip_obs: float = 10.0
+    """Clip normalised observations to ±clip_obs."""
+    clip_reward: float = 10.0
+    """Clip scaled rewards to ±clip_reward."""
+
+
+@dataclass
+class DPPOConfig:
+    """DPPO fine-tuning (Ren et al. 2024; the algorithm is ``stack.algos.dppo``); defaults are the paper's Gym
+    (Hopper, Walker2d, HalfCheetah) configs. Defined here, torch-free, so ``TrainConfig`` can hold it."""
+
+    ft_denoising_steps: int = 10
+    """K′: the last K′ denoising steps run (and train) the fine-tuned copy."""
+    use_ddim: bool = False
+    """Fine-tune a DDIM chain of ``ddim_steps`` (pixel tasks) instead of the full DDPM chain (state tasks)."""
+    ddim_steps: int = 5
+    """DDIM chain length when use_ddim (the paper: 5 = K′)."""
+    ddim_eta: float = 1.0
+    """DDIM η while training (stochastic); evaluation uses η = 0."""
+    act_steps: int = 4
+    """Actions of each chunk executed before re-planning (≤ the policy's horizon)."""
+    rollout_steps: int = 500
+    """Decisions (chunks) per env per iteration."""
+    gamma: float = 0.99
+    """Discount per decision (per chunk)."""
+    gae_lambda: float = 0.95
+    """GAE λ."""
+    batch_size: int = 50_000
+    """Minibatch size in (env step × denoising step) pairs."""
+    update_epochs: int = 5
+    """Epochs over each rollout."""
+    actor_lr: float = 1e-4
+    """AdamW learning rate of the fine-tuned denoiser."""
+    critic_lr: float = 1e-3
+    """AdamW learning rate of the critic."""
+    actor_weight_decay: float = 0.0
+    """AdamW weight decay of the fine-tuned denoiser."""
+    critic_weight_decay: float = 0.0
+    """AdamW weight decay of the critic."""
+    anneal_lr: bool = False
+    """Anneal the learning rates to 0 over the run (the paper keeps them constant)."""
+    clip_coef: float = 0.01
+    """PPO clip ε of the last denoising step."""
+    clip_coef_base: float = 0.01
+    """PPO clip of the noisiest fine-tuned step (the schedule rises exponentially to clip_coef)."""
+    clip_coef_rate: float = 3.0
+    """Rate of the exponential clip schedule."""
+    clip_vloss_coef: float | None = None
+    """Clip the value loss around the old value (None = off, as the paper)."""
+    vf_coef: float = 0.5
+    """Value-loss coefficient."""
+    gamma_denoising: float = 0.99
+    """Denoising discount: the advantage of fine-tuned step k is scaled by gamma_denoising^(K′−k−1)."""
+    min_sampling_denoising_std: float = 0.1
+    """Floor on every denoising step's std while sampling in training (exploration)."""
+    min_logprob_denoising_std: float = 0.1
+    """Floor on the std in the log-probability (stability)."""
+    randn_clip_value: float = 3.0
+    """Clip each N(0, 1) draw of the chain to ±randn_clip_value while sampling in training."""
+    logprob_min: float = -5.0
+    """Elementwise lower clamp of denoising log-densities."""
+    logprob_max: float = 2.0
+    """Elementwise upper clamp of denoising log-densities."""
+    norm_adv: bool = True
+    """Normalise advantages per minibatch."""
+    target_kl: float | None = 1.0
+    """Stop the update when a minibatch's approximate KL exceeds this (None = never)."""
+    max_grad_norm: float | None = None
+    """Clip the actor's and the critic's gradient norms (None = off, as the paper)."""
+    bc_loss_coef: float = 0.0
+    """Weight of the BC regulariser −log π_ft(chain of the frozen policy) (0 = off, as the paper)."""
+    n_critic_warmup_itr: int = 0
+    """Iterations that train the critic only."""
+    norm_obs: bool = False
+    """Running observation normalisation from scratch (with init_from the BC statistics are used, frozen)."""
+    clip_obs: float = 10.0
+    """Clip normalised observations to ±clip_obs."""
+    norm_reward: bool = True
+    """Divide rewards by the running std of the discounted return."""
+    clip_reward: float = 10.0
+    """Clip scaled rewards to ±clip_reward."""
+    critic_hidden: tuple[int, ...] = (256, 256, 256)
+    """Critic: residual MLP widths (Mish)."""
+    logprob_batch: int = 20_000
+    """Pairs per forward pass when recomputing the rollout's log-probabilities (memory only)."""
+    # From scratch only (no pretrained policy): the actor is built with these.
+    horizon: int = 4
+    """Chunk length predicted (from scratch only)."""
+    denoising_steps: int = 20
+    """K of the DDPM (from scratch only; a pretrained policy brings its own)."""
+    actor_hidden: tuple[int, ...] = (512, 512, 512)
+    """Denoiser residual MLP widths (from scratch only)."""
+
+
+@dataclass
 class TrainConfig:
     """One training run: algorithm, policy, task, budget."""
 
@@ -125,6 +290,11 @@ class TrainConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     sac: SACConfig = field(default_factory=SACConfig)
+    fpo: FPOConfig = field(default_factory=FPOConfig)
+    dppo: DPPOConfig = field(default_factory=DPPOConfig)
+    init_from: str | None = None
+    """Fine-tune from this BC run directory (policy weights, observation normalisation — kept frozen — and action
+    scaling come from its latest checkpoint); None: train from scratch."""
     total_env_steps: int = 1_000_000
     """Training budget in environment steps."""
     seed: int = 1
@@ -149,6 +319,14 @@ class TrainConfig:
     """Resume from this run directory's latest checkpoint."""
     progress: bool = True
     """Show a progress bar."""
+
+    @property
+    def algo_config(self):
+        """The on-policy algorithm's own section (``ppo``, ``fpo`` or ``dppo``): the runner reads rollout_steps, lr,
+        anneal_lr, gamma, norm_obs, norm_reward, clip_obs and clip_reward from it."""
+        if self.algo not in ("ppo", "fpo", "dppo"):
+            raise ValueError(f"algo={self.algo!r} has no on-policy section; expected 'ppo', 'fpo' or 'dppo'")
+        return getattr(self, self.algo)
 
 
 # ---- presets ----------------------------------------------------------------------------------------------------

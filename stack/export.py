@@ -325,6 +325,8 @@ def export_policy(policy, spec: ExportSpec, out: str | Path, metadata: dict[str,
     elif policy.kind == "diffusion":
         sampler, k, eta = policy._resolve(sampler, ddim_steps, eta)
         ddim_steps = None if sampler == "ddpm" else k
+        if net_for_step is None and hasattr(policy, "chain_nets"):  # DPPO: frozen + fine-tuned networks
+            net_for_step = policy.chain_nets(sampler, ddim_steps)
         stochastic = policy.is_stochastic(False, sampler, ddim_steps, eta) if sampled is None else bool(sampled)
         noise_shape, _ = build_diffusion(g, policy, spec, sampler, ddim_steps, eta, stochastic, net_for_step)
         denoising_steps = k

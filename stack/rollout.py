@@ -1,5 +1,11 @@
 """On-policy rollout storage ``[T, N, ...]`` and the collector that fills it from a same-step-autoreset vector env.
 
+One row of the storage is one **decision** (the outer step of DPPO's two-layer MDP): the algorithm's ``act`` returns
+an action chunk ``[N, H, act_dim]`` and the collector executes its first ``act_steps`` actions one env step at a time
+(Gaussian PPO is the case H = act_steps = 1). If an env's episode ends inside the chunk, the rest of that env's chunk
+is not executed: the env idles (``envs.step(actions, active=mask)``, see ``sim.pool``) until the others have finished
+theirs, and the decision ends there for it (``storage.executed`` counts the env steps each decision really took).
+
 Conventions (stated once, used by every on-policy algorithm of r2s):
 
 * **Actions.** The policy acts in a normalised space. ``ActionScaler`` maps a policy action to the env:
@@ -10,12 +16,15 @@ Conventions (stated once, used by every on-policy algorithm of r2s):
   clip is part of the environment, not of the policy's distribution). The scaler's mode and bounds are saved with
   every checkpoint.
 * **Observations** are normalised (``stack.normalize.ObsNormalizer``) before the policy sees them; the storage keeps
-  the normalised observation the policy acted on. The statistics are updated with every observation the env returns.
-* **Rewards** are scaled (``stack.normalize.RewardScaler``) before storage; episode returns for logging are the raw,
-  undiscounted sums.
+  the normalised observation the policy acted on. The statistics are updated with every observation the env returns
+  (except when frozen: fine-tuning keeps the statistics the pretrained policy was trained with).
+* **Rewards**: a decision's reward is the sum of the raw rewards of the env steps it executed, scaled by
+  ``stack.normalize.RewardScaler`` (whose discounted return runs per decision, as GAE's γ does; DPPO scales its
+  chunk-summed rewards the same way). For act_steps = 1 this is PPO's per-step scaling. Episode returns for logging
+  are the raw, undiscounted sums.
 * **Bootstrapping.** With same-step autoreset the observation returned at an episode's end is the next episode's
   first; the collector evaluates the critic on ``infos["final_obs"]`` instead, so ``next_values[t]`` is always the
-  value of the state step t really reached (see ``stack.algos.gae``).
+  value of the state decision t really reached (see ``stack.algos.gae``; γ and λ apply per decision).
 """
 
 from __future__ import annotations
@@ -71,13 +80,17 @@ class ActionScaler:
 
 # ---- storage --------------------------------------------------------------------------------------------------------
 class RolloutStorage:
-    """Preallocated tensors ``[T, N, ...]`` of one rollout, plus the advantages/returns computed from it."""
+    """Preallocated tensors ``[T, N, ...]`` of one rollout (T decisions × N envs), plus the algorithm's ``extras``
+    (per-decision tensors it asked for: log-probs, stored (τ, ε) pairs, denoising chains, …) and the advantages and
+    returns computed from it."""
 
-    FIELDS = ("obs", "actions", "log_probs", "rewards", "values", "terminated", "episode_end", "next_values",
-              "advantages", "returns")
+    FIELDS = ("obs", "actions", "rewards", "values", "terminated", "truncated", "episode_end", "next_values",
+              "executed", "advantages", "returns")
 
-    def __init__(self, num_steps: int, num_envs: int, obs_dim: int, act_dim: int, device: str | torch.device = "cpu"):
+    def __init__(self, num_steps: int, num_envs: int, obs_dim: int, act_dim: int, device: str | torch.device = "cpu",
+                 horizon: int = 1, extras_spec: dict[str, tuple[int, ...]] | None = None):
         self.num_steps, self.num_envs = int(num_steps), int(num_envs)
+        self.horizon, self.act_dim = int(horizon), int(act_dim)
         self.device = torch.device(device)
         T, N = self.num_steps, self.num_envs
 
@@ -86,34 +99,55 @@ class RolloutStorage:
 
         self.obs = z(obs_dim)
         """Normalised observation the policy acted on."""
-        self.actions = z(act_dim)
-        """Raw policy sample (before clipping/scaling to the env's bounds)."""
-        self.log_probs = z()
+        self.actions = z(horizon, act_dim)
+        """The chunk ``act`` returned, in policy space (raw sample: before clipping/scaling to the env's bounds)."""
         self.rewards = z()
-        """Scaled reward."""
+        """Scaled sum of the rewards of the env steps the decision executed."""
         self.values = z()
         self.terminated = z(dtype=torch.bool)
+        """The episode reached a terminal state during the decision (no bootstrap)."""
+        self.truncated = z(dtype=torch.bool)
+        """The episode hit its time limit during the decision."""
         self.episode_end = z(dtype=torch.bool)
+        """terminated | truncated."""
         self.next_values = z()
-        """V of the state each step reached: V(final_obs) at an episode end, else V(next obs)."""
+        """V of the state the decision reached: V(final_obs) at an episode end, else V(next obs)."""
+        self.executed = z(dtype=torch.int64)
+        """Env steps the decision executed (act_steps, fewer where the episode ended inside the chunk)."""
         self.advantages = z()
         self.returns = z()
+        self.extras: dict[str, torch.Tensor] = {}
+        for name, shape in (extras_spec or {}).items():
+            self.extras[name] = z(*shape)
 
     @property
     def batch_size(self) -> int:
+        """Decisions in the rollout (T·N)."""
         return self.num_steps * self.num_envs
 
+    def put_extras(self, t: int, extras: dict[str, torch.Tensor]) -> None:
+        """Store row ``t`` of each extra (allocated at its first appearance if the spec did not name it)."""
+        for name, value in extras.items():
+            if name not in self.extras:
+                self.extras[name] = torch.zeros(self.num_steps, self.num_envs, *value.shape[1:], dtype=value.dtype,
+                                                device=self.device)
+            self.extras[name][t] = value
+
     def flat(self) -> dict[str, torch.Tensor]:
-        """Every field reshaped to ``[T·N, ...]`` (views, no copy)."""
-        return {k: getattr(self, k).reshape(self.batch_size, *getattr(self, k).shape[2:]) for k in self.FIELDS}
+        """Every field and extra reshaped to ``[T·N, ...]`` (views, no copy)."""
+        out = {k: getattr(self, k) for k in self.FIELDS}
+        out.update(self.extras)
+        return {k: v.reshape(self.batch_size, *v.shape[2:]) for k, v in out.items()}
 
 
 # ---- the collector --------------------------------------------------------------------------------------------------
 class Agent(Protocol):
     """What the collector needs of an algorithm: batched, gradient-free inference on normalised observations."""
 
-    def act(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(raw actions [N, act_dim], log-probs [N], values [N])."""
+    act_steps: int
+
+    def act(self, obs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """(chunk [N, H ≥ act_steps, act_dim] in policy space, extras {name: [N, ...]}, values [N])."""
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         """V(obs) [N]."""
@@ -124,6 +158,7 @@ class RolloutStats:
     """What one rollout saw of finished episodes (raw rewards)."""
 
     steps: int = 0
+    """Env steps executed (every env, every decision)."""
     episode_returns: list[float] = field(default_factory=list)
     episode_lengths: list[int] = field(default_factory=list)
     successes: list[bool] = field(default_factory=list)
@@ -133,16 +168,20 @@ class RolloutStats:
 
 
 class RolloutCollector:
-    """Steps a vector env (same-step autoreset) with an ``Agent`` and fills a ``RolloutStorage``."""
+    """Steps a vector env (same-step autoreset) with an ``Agent`` and fills a ``RolloutStorage``.
+
+    ``update_obs_stats=False`` freezes the observation normaliser (fine-tuning a pretrained policy).
+    """
 
     def __init__(self, envs, obs_normalizer: ObsNormalizer, reward_scaler: RewardScaler, action_scaler: ActionScaler,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", update_obs_stats: bool = True):
         self.envs = envs
         self.num_envs = envs.num_envs
         self.obs_normalizer = obs_normalizer
         self.reward_scaler = reward_scaler
         self.action_scaler = action_scaler
         self.device = torch.device(device)
+        self.update_obs_stats = update_obs_stats
         self._obs: np.ndarray | None = None
         self._ep_return = np.zeros(self.num_envs)
         self._ep_length = np.zeros(self.num_envs, np.int64)
@@ -150,11 +189,15 @@ class RolloutCollector:
     def reset(self, seed: int | None = None) -> None:
         """Start new episodes in every env (and forget the reward scaler's running returns)."""
         obs, _ = self.envs.reset(seed=seed)
-        self.obs_normalizer.update(obs)
+        self._update_stats(obs)
         self._obs = obs
         self.reward_scaler.reset()
         self._ep_return[:] = 0.0
         self._ep_length[:] = 0
+
+    def _update_stats(self, obs: np.ndarray) -> None:
+        if self.update_obs_stats:
+            self.obs_normalizer.update(obs)
 
     def _to_tensor(self, obs: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(self.obs_normalizer(obs)).to(self.device)
@@ -166,39 +209,33 @@ class RolloutCollector:
             raise RuntimeError("RolloutCollector.collect: call reset() first")
         if storage.num_envs != self.num_envs:
             raise ValueError(f"storage has {storage.num_envs} envs; the vector env has {self.num_envs}")
+        act_steps = int(getattr(agent, "act_steps", 1))
         stats = RolloutStats()
-        envs, scaler, norm = self.envs, self.action_scaler, self.obs_normalizer
+        n = self.num_envs
         obs_t = self._to_tensor(self._obs)
-        end_np = np.zeros((storage.num_steps, self.num_envs), bool)
-        clock, env_s = time.perf_counter, 0.0
+        end_np = np.zeros((storage.num_steps, n), bool)
+        env_s = 0.0
         for t in range(storage.num_steps):
-            actions, log_probs, values = agent.act(obs_t)
+            chunk, extras, values = agent.act(obs_t)
+            if not isinstance(extras, dict):  # the single-action protocol: (actions [N, A], log-probs [N], values)
+                chunk, extras = chunk.unsqueeze(1), {"log_probs": extras}
+            if chunk.dim() != 3 or chunk.shape[1] < act_steps:
+                raise ValueError(f"act returned a chunk of shape {tuple(chunk.shape)}; expected (N, H ≥ {act_steps}, "
+                                 "act_dim) [horizon, act_dim]")
             storage.obs[t] = obs_t
-            storage.actions[t] = actions
-            storage.log_probs[t] = log_probs
+            storage.actions[t] = chunk
             storage.values[t] = values
-            env_actions = scaler.to_env(actions.cpu().numpy())
-            t_env = clock()
-            next_obs, reward, terminated, truncated, infos = envs.step(env_actions)
-            env_s += clock() - t_env
-            end = np.logical_or(terminated, truncated)
-            end_np[t] = end
-            norm.update(next_obs)
-            storage.rewards[t] = torch.from_numpy(self.reward_scaler(reward, end))
-            storage.terminated[t] = torch.from_numpy(np.asarray(terminated, bool))
-            self._ep_return += reward
-            self._ep_length += 1
-            if end.any():
-                idx = np.flatnonzero(end)
-                final_obs = np.stack([infos["final_obs"][i] for i in idx])  # also Gymnasium's object arrays
-                storage.next_values[t, torch.from_numpy(idx)] = agent.value(self._to_tensor(final_obs))
-                stats.episode_returns += self._ep_return[idx].tolist()
-                stats.episode_lengths += self._ep_length[idx].tolist()
-                stats.successes += _final_success(infos, idx)
-                self._ep_return[idx] = 0.0
-                self._ep_length[idx] = 0
-            obs_t = self._to_tensor(next_obs)
-            self._obs = next_obs
+            storage.put_extras(t, extras)
+            step = self._execute(self.action_scaler.to_env(chunk[:, :act_steps].cpu().numpy()), agent, stats)
+            env_s += step.env_s
+            end_np[t] = step.end
+            storage.rewards[t] = torch.from_numpy(self.reward_scaler(step.reward, step.end))
+            storage.terminated[t] = torch.from_numpy(step.terminated)
+            storage.truncated[t] = torch.from_numpy(step.truncated)
+            storage.executed[t] = torch.from_numpy(step.executed)
+            if step.final_values is not None:
+                storage.next_values[t, torch.from_numpy(step.final_idx)] = step.final_values
+            obs_t = self._to_tensor(self._obs)
             if on_step is not None:
                 on_step(t)
         end_t = torch.from_numpy(end_np).to(storage.device)
@@ -207,9 +244,66 @@ class RolloutCollector:
         # the last row bootstraps from the observation the rollout stops at.
         following = torch.cat([storage.values[1:], agent.value(obs_t).unsqueeze(0)])
         storage.next_values.copy_(torch.where(end_t, storage.next_values, following))
-        stats.steps = storage.batch_size
+        stats.steps = int(storage.executed.sum())
         stats.env_s = env_s
         return stats
+
+    def _execute(self, env_chunk: np.ndarray, agent: Agent, stats: RolloutStats) -> _Decision:
+        """Execute ``env_chunk [N, act_steps, act_dim]`` (env units) one env step at a time; an env whose episode ends
+        idles for the rest of the chunk. Leaves the observation the next decision starts from in ``self._obs``."""
+        n, steps = env_chunk.shape[:2]
+        d = _Decision(n)
+        active = np.ones(n, bool)
+        final_obs: dict[int, np.ndarray] = {}
+        for k in range(steps):
+            t_env = time.perf_counter()
+            if active.all():
+                next_obs, reward, terminated, truncated, infos = self.envs.step(env_chunk[:, k])
+            else:
+                next_obs, reward, terminated, truncated, infos = self.envs.step(env_chunk[:, k], active=active)
+            d.env_s += time.perf_counter() - t_env
+            self._update_stats(next_obs if active.all() else next_obs[active])
+            terminated = np.asarray(terminated, bool) & active
+            truncated = np.asarray(truncated, bool) & active
+            end = terminated | truncated
+            d.reward += np.where(active, reward, 0.0)
+            d.executed += active
+            d.terminated |= terminated
+            d.truncated |= truncated
+            self._ep_return += np.where(active, reward, 0.0)
+            self._ep_length += active
+            if end.any():
+                idx = np.flatnonzero(end)
+                for i in idx:
+                    final_obs[int(i)] = np.asarray(infos["final_obs"][i])  # also Gymnasium's object arrays
+                stats.episode_returns += self._ep_return[idx].tolist()
+                stats.episode_lengths += self._ep_length[idx].tolist()
+                stats.successes += _final_success(infos, idx)
+                self._ep_return[idx] = 0.0
+                self._ep_length[idx] = 0
+                active &= ~end
+            self._obs = next_obs
+            if not active.any():
+                break
+        d.end = d.terminated | d.truncated
+        if final_obs:
+            d.final_idx = np.array(sorted(final_obs))
+            d.final_values = agent.value(self._to_tensor(np.stack([final_obs[i] for i in d.final_idx])))
+        return d
+
+
+class _Decision:
+    """What executing one chunk in every env gave (numpy [N] arrays)."""
+
+    def __init__(self, n: int):
+        self.reward = np.zeros(n)
+        self.executed = np.zeros(n, np.int64)
+        self.terminated = np.zeros(n, bool)
+        self.truncated = np.zeros(n, bool)
+        self.end = np.zeros(n, bool)
+        self.final_idx = np.zeros(0, np.int64)
+        self.final_values: torch.Tensor | None = None
+        self.env_s = 0.0
 
 
 def _final_success(infos: dict, idx: np.ndarray) -> list[bool]:

@@ -1,21 +1,35 @@
 """``train(cfg) -> run directory``: the shared on-policy runner (and the entry to the off-policy one for SAC).
 
 The runner owns the loop, the learning-rate schedule, the normalisers, logging, evaluation and checkpoints; the
-algorithm (``stack.algos.ppo.PPO``) owns acting and updating; ``stack.rollout`` owns storage and collection.
-One iteration::
+algorithm (``stack.algos.<algo>``: ppo, fpo, dppo) owns acting and updating; ``stack.rollout`` owns storage and
+collection. One iteration::
 
-    rollout (T steps × N envs, same-step autoreset, V(final_obs) bootstraps) → GAE → epochs of minibatch updates
-    → metrics row → [deterministic evaluation] → [checkpoint]
+    rollout (T decisions × N envs: each decision an action chunk whose first act_steps actions are executed, same-step
+    autoreset, V(final_obs) bootstraps) → GAE over decisions → epochs of minibatch updates → metrics row
+    → [deterministic evaluation] → [checkpoint]
+
+Gaussian PPO is the case act_steps = 1. The algorithm object the runner drives (``make_algo`` of its module)::
+
+    act_steps                      actions of each chunk executed per decision
+    extras_spec() -> {name: shape} per-decision tensors the storage keeps for it (log-probs, (τ, ε) pairs, chains, …)
+    act(obs) -> (chunk [N, act_steps, A], extras {name: [N, ...]}, V [N])     policy space, normalised obs
+    act_deterministic(obs) -> chunk [N, act_steps, A]                        evaluation (FPO: zero-sampling)
+    value(obs) -> [N];  compute_returns(storage);  update(storage) -> metrics
+    policy_modules() -> {name: nn.Module}                                    what the checkpoint saves
+    state_dict() / load_state_dict();  learning_rate;  set_learning_rate(lr)
+    eval_sampling() -> dict (optional)                                       how a loaded policy samples (meta.json)
+
+``init_from`` (a BC run directory) fine-tunes its policy: the weights, the observation normaliser and the action
+scaling come from its latest checkpoint, and the normaliser stays frozen (the policy was trained on those statistics).
 
 Checkpoint (``runs/<name>/checkpoints/latest/``, written to a temporary folder and swapped in, so a crash never
 leaves half a checkpoint)::
 
-    policy/             policies.save_policy: model.safetensors + config.json (rebuildable without this code)
-    critic/             the same for the value network
+    policy/, critic/, …  policies.save_policy of each of ``algo.policy_modules()`` (rebuildable without this code)
     normalization.json  observation normaliser (mean, var, count, clip, epsilon), action scaling (mode, low, high),
                         reward scaler — everything ``load_trained_policy`` and the ONNX exporter need besides weights
     trainer.pt          optimiser, the algorithm's generators, iteration, env steps, recent returns
-    meta.json           iteration, env_steps, task, algo (readable without torch)
+    meta.json           iteration, env_steps, task, algo, act_steps, horizon, sampling (readable without torch)
 
 Resume (``cfg.resume=<run dir>``) continues from that checkpoint with the config given now (so a larger
 ``total_env_steps`` extends a run). Every checkpoint is also an episode boundary: right after saving, the runner resets
@@ -37,6 +51,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from stack.algos.bc import ChunkedPolicy
 from stack.config import TrainConfig
 from stack.normalize import ObsNormalizer, RewardScaler
 from stack.rollout import ActionScaler, RolloutCollector, RolloutStorage
@@ -75,19 +90,34 @@ def make_envs(cfg: TrainConfig):
     return make_pool(cfg.env.task, cfg.env.num_envs, backend=cfg.env.backend, **kw)
 
 
-def build_networks(cfg: TrainConfig, obs_dim: int, act_dim: int):
-    """Gaussian policy and value critic, CleanRL's architecture: tanh MLPs, orthogonal init, state-independent
-    log-std (``ppo.log_std_init``), mean layer gain 0.01, critic output gain 1."""
-    from policies import GaussianPolicy, ValueNet
+ON_POLICY = ("ppo", "fpo", "dppo")
+"""Algorithms the on-policy runner drives (``stack.algos.<name>.make_algo``)."""
 
-    from stack.algos.ppo import orthogonal_init
 
-    if cfg.policy != "gaussian":
-        raise NotImplementedError(f"policy={cfg.policy!r}: the PPO runner trains policy='gaussian' only")
-    policy = GaussianPolicy(obs_dim, act_dim, hidden=cfg.ppo.hidden, activation="tanh",
-                            log_std_init=cfg.ppo.log_std_init, squash="clip")
-    critic = orthogonal_init(ValueNet(obs_dim, hidden=cfg.ppo.hidden, activation="tanh"))
-    return policy, critic
+def make_algo(cfg: TrainConfig, obs_dim: int, act_dim: int, device: torch.device,
+              pretrained: torch.nn.Module | None = None):
+    """The algorithm object of ``cfg.algo`` (its module imported only when used: dppo/fpo pull in more code)."""
+    import importlib
+
+    if cfg.algo not in ON_POLICY:
+        raise ValueError(f"algo={cfg.algo!r}: the on-policy runner drives {ON_POLICY}")
+    return importlib.import_module(f"stack.algos.{cfg.algo}").make_algo(cfg, obs_dim, act_dim, device, pretrained)
+
+
+def load_pretrained(run_dir: str | Path, device: str | torch.device = "cpu"):
+    """A BC run (or checkpoint folder) to fine-tune: (policy module, ObsNormalizer, ActionScaler, meta)."""
+    from policies import load_policy
+
+    path = Path(run_dir)
+    ckpt = checkpoint_dir(path) if (path / "checkpoints").is_dir() else path
+    if not (ckpt / "policy").is_dir():
+        raise FileNotFoundError(f"init_from: no policy checkpoint at {ckpt / 'policy'}")
+    policy = load_policy(ckpt / "policy", device=device).train()
+    norm = json.loads((ckpt / "normalization.json").read_text())
+    obs_normalizer = ObsNormalizer(policy.obs_dim)
+    obs_normalizer.load_state_dict(norm["obs"])
+    meta = json.loads((ckpt / "meta.json").read_text()) if (ckpt / "meta.json").exists() else {}
+    return policy, obs_normalizer, ActionScaler.from_state_dict(norm["action"]), meta
 
 
 class TrainedPolicy:
@@ -113,6 +143,23 @@ class TrainedPolicy:
         return action[0] if single else action
 
 
+class AlgoPolicy(ChunkedPolicy):
+    """The runner's evaluation controller for chunk algorithms: ``bc.ChunkedPolicy``'s per-env chunk queues, planning
+    with ``algo.act_deterministic`` (normalise → chunk → first act_steps actions → env units)."""
+
+    def __init__(self, algo, obs_normalizer: ObsNormalizer, action_scaler: ActionScaler,
+                 device: str | torch.device = "cpu"):
+        super().__init__(algo.policy_modules()["policy"], obs_normalizer, action_scaler, act_steps=algo.act_steps,
+                         device=device)
+        self.algo = algo
+
+    @torch.no_grad()
+    def plan(self, obs_hist: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(self.obs_normalizer(obs_hist[:, -1])).to(self.device)
+        chunk = self.algo.act_deterministic(x)[:, : self.act_steps]
+        return self.action_scaler.to_env(chunk.cpu().numpy())
+
+
 def checkpoint_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / "checkpoints" / CHECKPOINT
 
@@ -122,8 +169,14 @@ def load_normalization(run_dir: str | Path) -> dict:
     return json.loads((checkpoint_dir(run_dir) / "normalization.json").read_text())
 
 
-def load_trained_policy(run_dir: str | Path, device: str = "cpu") -> TrainedPolicy:
-    """The latest checkpoint of a run as a deterministic ``obs -> action`` numpy callable (normalisation included)."""
+def load_trained_policy(run_dir: str | Path, device: str = "cpu", **sampling):
+    """The latest checkpoint of a run as a deterministic ``obs -> action`` numpy callable (normalisation included).
+
+    PPO/SAC runs: a ``TrainedPolicy`` (the Gaussian mean). Chunk algorithms (FPO, DPPO): a ``bc.ChunkedPolicy`` that
+    executes ``act_steps`` of each chunk and samples as the run's ``meta.json`` says (FPO: zero-sampling), keeping a
+    queue per env — drive a batch of envs with ``act_batch(obs, env_indices)`` after ``reset()``. ``sampling``
+    overrides the saved options (e.g. ``zero_noise=False`` for random-noise evaluation, ``steps=5``).
+    """
     from policies import load_policy
 
     ckpt = checkpoint_dir(run_dir)
@@ -134,14 +187,17 @@ def load_trained_policy(run_dir: str | Path, device: str = "cpu") -> TrainedPoli
     norm = load_normalization(run_dir)
     obs_normalizer = ObsNormalizer(policy.obs_dim)
     obs_normalizer.load_state_dict(norm["obs"])
-    return TrainedPolicy(policy, obs_normalizer, ActionScaler.from_state_dict(norm["action"]), dev)
+    scaler = ActionScaler.from_state_dict(norm["action"])
+    meta = json.loads((ckpt / "meta.json").read_text())
+    if meta.get("algo") in ("ppo", "sac"):
+        return TrainedPolicy(policy, obs_normalizer, scaler, dev)
+    return ChunkedPolicy(policy, obs_normalizer, scaler, {**meta.get("sampling", {}), **sampling},
+                         meta.get("act_steps"), dev, seed=int(meta.get("seed", 0)))
 
 
 # ---- the on-policy runner -------------------------------------------------------------------------------------------
 class OnPolicyRunner:
     def __init__(self, cfg: TrainConfig):
-        from stack.algos.ppo import PPO
-
         self.cfg = cfg
         torch.set_num_threads(cfg.torch_threads)
         self.device = resolve_device(cfg.device)
@@ -162,15 +218,29 @@ class OnPolicyRunner:
         self.envs = make_envs(cfg)
         obs_space, act_space = self.envs.single_observation_space, self.envs.single_action_space
         self.obs_dim, self.act_dim = int(np.prod(obs_space.shape)), int(act_space.shape[0])
-        self.policy, self.critic = build_networks(cfg, self.obs_dim, self.act_dim)
-        self.algo = PPO(self.policy, self.critic, cfg.ppo, self.device, seed=cfg.seed)
-        p = cfg.ppo
-        self.obs_normalizer = ObsNormalizer(self.obs_dim, clip=p.clip_obs, enabled=p.norm_obs)
+        p = self.algo_cfg = cfg.algo_config
+        pretrained = None
+        if cfg.init_from:
+            pretrained, self.obs_normalizer, self.action_scaler, _ = load_pretrained(cfg.init_from, self.device)
+            if (pretrained.obs_dim, pretrained.act_dim) != (self.obs_dim, self.act_dim):
+                raise ValueError(f"init_from {cfg.init_from}: the policy has obs_dim={pretrained.obs_dim}, act_dim="
+                                 f"{pretrained.act_dim}; task {cfg.env.task} has {self.obs_dim}, {self.act_dim}")
+            if getattr(pretrained, "obs_steps", 1) != 1:
+                raise ValueError(f"init_from {cfg.init_from}: the runner conditions on one observation; the policy "
+                                 f"has obs_steps={pretrained.obs_steps}")
+        else:
+            self.obs_normalizer = ObsNormalizer(self.obs_dim, clip=getattr(p, "clip_obs", 10.0),
+                                                enabled=getattr(p, "norm_obs", True))
+            self.action_scaler = ActionScaler.for_space(act_space)
+        self.algo = make_algo(cfg, self.obs_dim, self.act_dim, self.device, pretrained)
+        self.base_lr = self.algo.learning_rate
+        """The configured learning rate (anneal_lr scales it down linearly)."""
         self.reward_scaler = RewardScaler(cfg.env.num_envs, p.gamma, clip=p.clip_reward, enabled=p.norm_reward)
-        self.action_scaler = ActionScaler.for_space(act_space)
+        # Fine-tuning keeps the pretrained policy's observation statistics: it was trained on them.
         self.collector = RolloutCollector(self.envs, self.obs_normalizer, self.reward_scaler, self.action_scaler,
-                                          self.device)
-        self.storage = RolloutStorage(p.rollout_steps, cfg.env.num_envs, self.obs_dim, self.act_dim, self.device)
+                                          self.device, update_obs_stats=not cfg.init_from)
+        self.storage = RolloutStorage(p.rollout_steps, cfg.env.num_envs, self.obs_dim, self.act_dim, self.device,
+                                      horizon=self.algo.act_steps, extras_spec=self.algo.extras_spec())
         self.iteration = 0
         self.env_steps = 0
         self.recent_returns: deque[float] = deque(maxlen=20)
@@ -184,16 +254,21 @@ class OnPolicyRunner:
         root = self.run.path / "checkpoints"
         tmp, old, final = root / ".latest.tmp", root / ".latest.old", root / CHECKPOINT
         shutil.rmtree(tmp, ignore_errors=True)
-        save_policy(self.policy, tmp / "policy")
-        save_policy(self.critic, tmp / "critic")
+        for name, module in self.algo.policy_modules().items():
+            save_policy(module, tmp / name)
         normalization = {"obs": self.obs_normalizer.state_dict(), "action": self.action_scaler.state_dict(),
                          "reward": self.reward_scaler.state_dict()}
         (tmp / "normalization.json").write_text(json.dumps(normalization, indent=1))
         torch.save({"algo": self.algo.state_dict(), "iteration": self.iteration, "env_steps": self.env_steps,
                     "recent_returns": list(self.recent_returns)}, tmp / "trainer.pt")
+        policy = self.algo.policy_modules()["policy"]
         meta = {"iteration": self.iteration, "env_steps": self.env_steps, "algo": self.cfg.algo,
-                "policy": self.cfg.policy, "task": self.cfg.env.task, "obs_dim": self.obs_dim,
-                "act_dim": self.act_dim, "seed": self.cfg.seed}
+                "policy": getattr(policy, "kind", self.cfg.policy), "task": self.cfg.env.task,
+                "task_kwargs": task_kwargs_of(self.cfg), "obs_dim": self.obs_dim, "act_dim": self.act_dim,
+                "seed": self.cfg.seed, "act_steps": self.algo.act_steps,
+                "horizon": getattr(policy, "horizon", self.algo.act_steps), "obs_steps": 1,
+                "sampling": self.algo.eval_sampling() if hasattr(self.algo, "eval_sampling") else {},
+                "init_from": self.cfg.init_from}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         shutil.rmtree(old, ignore_errors=True)
         if final.exists():
@@ -206,8 +281,8 @@ class OnPolicyRunner:
         from policies import load_policy
 
         ckpt = checkpoint_dir(self.run.path)
-        load_policy(ckpt / "policy", self.policy, device=self.device).train()
-        load_policy(ckpt / "critic", self.critic, device=self.device).train()
+        for name, module in self.algo.policy_modules().items():
+            load_policy(ckpt / name, module, device=self.device).train()
         norm = json.loads((ckpt / "normalization.json").read_text())
         self.obs_normalizer.load_state_dict(norm["obs"])
         self.reward_scaler.load_state_dict(norm["reward"])
@@ -223,21 +298,21 @@ class OnPolicyRunner:
         self.recent_returns.extend(state["recent_returns"])
 
     # ---- evaluation ---------------------------------------------------------------------------------------------
-    def trained_policy(self) -> TrainedPolicy:
-        return TrainedPolicy(self.policy, self.obs_normalizer, self.action_scaler, self.device)
+    def trained_policy(self) -> TrainedPolicy | AlgoPolicy:
+        if self.cfg.algo == "ppo":
+            return TrainedPolicy(self.algo.policy, self.obs_normalizer, self.action_scaler, self.device)
+        return AlgoPolicy(self.algo, self.obs_normalizer, self.action_scaler, self.device)
 
     def evaluate(self, video: bool = False) -> dict:
-        from stack.evaluate import evaluate
-
-        return evaluate(self.trained_policy(), self.cfg.env.task, self.cfg.eval_episodes,
-                        seed=EVAL_SEED_OFFSET + 1000 * self.cfg.seed, video=video, task_kwargs=task_kwargs_of(self.cfg))
+        return evaluate_policy_fn(self.trained_policy(), self.cfg.env.task, self.cfg.eval_episodes,
+                                  seed=EVAL_SEED_OFFSET + 1000 * self.cfg.seed, video=video,
+                                  task_kwargs=task_kwargs_of(self.cfg))
 
     # ---- the loop -----------------------------------------------------------------------------------------------
     def learn(self) -> Path:
         from tqdm import tqdm
 
-        cfg, p = self.cfg, self.cfg.ppo
-        batch = self.storage.batch_size
+        cfg, p = self.cfg, self.algo_cfg
         total = cfg.total_env_steps
         self.collector.reset(seed=cfg.seed + self.env_steps)
         bar = tqdm(total=total, initial=min(self.env_steps, total), unit="step", disable=not cfg.progress,
@@ -248,7 +323,7 @@ class OnPolicyRunner:
         try:
             while self.env_steps < total:
                 if p.anneal_lr:
-                    self.algo.set_learning_rate(p.lr * max(0.0, 1.0 - self.env_steps / total))
+                    self.algo.set_learning_rate(self.base_lr * max(0.0, 1.0 - self.env_steps / total))
                 lr = self.algo.learning_rate
                 t0 = time.perf_counter()
                 stats = self.collector.collect(self.algo, self.storage)
@@ -257,11 +332,11 @@ class OnPolicyRunner:
                 info = self.algo.update(self.storage)
                 t2 = time.perf_counter()
                 prev = self.env_steps
-                self.env_steps += batch
+                self.env_steps += stats.steps
                 self.iteration += 1
                 self.recent_returns.extend(stats.episode_returns)
                 row = {"iteration": self.iteration, "lr": lr, **info,
-                       "steps_per_s": batch / (t2 - t0), "rollout_s": t1 - t0, "env_s": stats.env_s,
+                       "steps_per_s": stats.steps / (t2 - t0), "rollout_s": t1 - t0, "env_s": stats.env_s,
                        "update_s": t2 - t1}
                 if stats.episode_returns:
                     row["train_return"] = float(np.mean(stats.episode_returns))
@@ -304,16 +379,36 @@ class OnPolicyRunner:
         frames = result.get("frames") or []
         if not frames:
             # render failed (warned) or the video was taken by an earlier eval: render one episode now
-            from stack.evaluate import evaluate
-
-            result = evaluate(self.trained_policy(), self.cfg.env.task, 1, seed=EVAL_SEED_OFFSET + 1000 * self.cfg.seed,
-                              video=True, task_kwargs=task_kwargs_of(self.cfg))
+            result = evaluate_policy_fn(self.trained_policy(), self.cfg.env.task, 1,
+                                        seed=EVAL_SEED_OFFSET + 1000 * self.cfg.seed, video=True,
+                                        task_kwargs=task_kwargs_of(self.cfg))
             frames = result["frames"]
         if frames:
             try:
                 self.run.save_video(frames, fps=result.get("fps", 30))
             except Exception as e:
                 warnings.warn(f"video not written ({type(e).__name__}: {e})", stacklevel=2)
+
+
+def evaluate_policy_fn(policy, task: str, episodes: int, seed: int, video: bool = False,
+                       task_kwargs: dict | None = None) -> dict:
+    """``stack.evaluate.evaluate`` for any trained-policy callable; one that keeps per-env chunk queues
+    (``act_batch(obs, env_indices)``, ``reset()``) is told which envs are still running."""
+    from stack.evaluate import evaluate
+
+    if not hasattr(policy, "act_batch"):
+        return evaluate(policy, task, episodes, seed=seed, video=video, task_kwargs=task_kwargs)
+    from stack.evaluate import _make_env, run_episodes
+
+    envs = [_make_env(task, task_kwargs, render=video and i == 0) for i in range(episodes)]
+    policy.reset()
+    try:
+        out = run_episodes(envs, policy.act_batch, seed, render_first=video)
+        out["fps"] = int(envs[0].metadata.get("render_fps") or 30)
+    finally:
+        for env in envs:
+            env.close()
+    return out
 
 
 def _eval_metrics(result: dict) -> dict:
@@ -423,12 +518,12 @@ def train_sac(cfg: TrainConfig) -> Path:
 # ---- entry point ----------------------------------------------------------------------------------------------------
 def train(cfg: TrainConfig) -> Path:
     """Train as ``cfg`` says and return the run directory (``runs/<name>``)."""
-    if cfg.algo == "ppo":
+    if cfg.algo in ON_POLICY:
         return OnPolicyRunner(cfg).learn()
     if cfg.algo == "sac":
         return train_sac(cfg)
-    raise NotImplementedError(f"algo={cfg.algo!r}: stack.train runs 'ppo' and 'sac'; the others are not built yet")
+    raise NotImplementedError(f"algo={cfg.algo!r}: stack.train runs {ON_POLICY} and 'sac' (BC: stack.algos.bc)")
 
 
-__all__ = ["OnPolicyRunner", "TrainedPolicy", "load_normalization", "load_trained_policy", "resolve_device", "train",
-           "train_sac"]
+__all__ = ["AlgoPolicy", "OnPolicyRunner", "TrainedPolicy", "evaluate_policy_fn", "load_normalization",
+           "load_pretrained", "load_trained_policy", "make_algo", "resolve_device", "train", "train_sac"]

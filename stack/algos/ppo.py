@@ -60,7 +60,13 @@ def orthogonal_init(module: nn.Module, gain: float = math.sqrt(2.0), last_gain: 
 
 
 class PPO:
-    """Clipped PPO for a ``policies.GaussianPolicy`` (``squash="clip"``) and a state-value critic ``V(s) -> [B]``."""
+    """Clipped PPO for a ``policies.GaussianPolicy`` (``squash="clip"``) and a state-value critic ``V(s) -> [B]``.
+
+    In the runner's chunk interface it is the case ``act_steps = 1``: a chunk of one action, and the log-probability
+    of the raw sample as the one extra stored per decision.
+    """
+
+    act_steps = 1
 
     def __init__(self, policy: nn.Module, critic: nn.Module, cfg: PPOConfig, device: str | torch.device = "cpu",
                  seed: int = 0):
@@ -79,12 +85,19 @@ class PPO:
         self.shuffle_generator = torch.Generator().manual_seed(seed + 1)
 
     # ---- acting (the collector's Agent protocol) ----------------------------------------------------------------
+    def extras_spec(self) -> dict[str, tuple[int, ...]]:
+        return {"log_probs": ()}
+
+    def policy_modules(self) -> dict[str, nn.Module]:
+        """The networks the runner checkpoints (``policies.save_policy`` under checkpoints/latest/<name>/)."""
+        return {"policy": self.policy, "critic": self.critic}
+
     @torch.no_grad()
-    def act(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Raw Gaussian sample [N, act_dim], its log-prob [N] and V(obs) [N]."""
+    def act(self, obs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """Raw Gaussian sample as a chunk of one [N, 1, act_dim], {"log_probs": [N]} and V(obs) [N]."""
         noise = torch.randn(obs.shape[0], self.policy.act_dim, generator=self.sample_generator, device=self.device)
         actions, log_probs = self.policy.sample(obs, noise)
-        return actions[:, 0], log_probs, self.critic(obs)
+        return actions[:, :1], {"log_probs": log_probs}, self.critic(obs)
 
     @torch.no_grad()
     def value(self, obs: torch.Tensor) -> torch.Tensor:
@@ -92,8 +105,8 @@ class PPO:
 
     @torch.no_grad()
     def act_deterministic(self, obs: torch.Tensor) -> torch.Tensor:
-        """The Gaussian mean [N, act_dim] (evaluation)."""
-        return self.policy.act(obs, deterministic=True)[:, 0]
+        """The Gaussian mean as a chunk of one [N, 1, act_dim] (evaluation)."""
+        return self.policy.act(obs, deterministic=True)[:, :1]
 
     # ---- learning -----------------------------------------------------------------------------------------------
     @property
@@ -143,7 +156,7 @@ class PPO:
             sb = {k: b[k][perm] for k in ("obs", "actions", "log_probs", "advantages", "values", "returns")}
             for start in range(0, mb_size * cfg.num_minibatches, mb_size):
                 mb = {k: v[start:start + mb_size] for k, v in sb.items()}
-                obs, actions = mb["obs"], mb["actions"]
+                obs, actions = mb["obs"], mb["actions"][:, 0]
                 dist = self.policy.distribution(obs)
                 new_log_probs = dist.log_prob(actions).sum(-1)
                 entropy = dist.entropy().sum(-1).mean()
@@ -194,3 +207,27 @@ class PPO:
         self.optimizer.load_state_dict(state["optimizer"])
         self.sample_generator.set_state(state["sample_generator"])
         self.shuffle_generator.set_state(state["shuffle_generator"])
+
+
+# ---- construction (the runner's entry point) -------------------------------------------------------------------------
+def make_algo(cfg, obs_dim: int, act_dim: int, device: str | torch.device = "cpu",
+              pretrained: nn.Module | None = None) -> PPO:
+    """PPO for the runner (``cfg`` a TrainConfig: its ``ppo`` section, ``policy`` and ``seed``). CleanRL's networks:
+    tanh MLPs, orthogonal init, state-independent log-std (``ppo.log_std_init``), mean layer gain 0.01, critic output
+    gain 1; or a pretrained Gaussian policy (``init_from``)."""
+    from policies import GaussianPolicy, ValueNet
+
+    if cfg.policy != "gaussian":
+        raise NotImplementedError(f"policy={cfg.policy!r}: PPO trains policy='gaussian' (flow: algo 'fpo', "
+                                  "diffusion: algo 'dppo')")
+    p = cfg.ppo
+    if pretrained is not None:
+        if not isinstance(pretrained, GaussianPolicy) or getattr(pretrained, "squash", "clip") != "clip":
+            raise TypeError(f"PPO fine-tunes a GaussianPolicy with squash='clip'; init_from holds a "
+                            f"{type(pretrained).__name__}")
+        policy = pretrained
+    else:
+        policy = GaussianPolicy(obs_dim, act_dim, hidden=p.hidden, activation="tanh", log_std_init=p.log_std_init,
+                                squash="clip")
+    critic = orthogonal_init(ValueNet(obs_dim, hidden=p.hidden, activation="tanh"))
+    return PPO(policy, critic, p, device, seed=cfg.seed)

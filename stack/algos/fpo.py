@@ -1,0 +1,337 @@
+"""FPO: Flow Policy Optimization (McAllister, Ge, Yi et al. 2025, arXiv 2507.21053; akanazawa/fpo) with the FPO++
+options (Yi, Choi et al. 2026, arXiv 2602.02481; amazon-far/fpo-control).
+
+A flow-matching policy has no tractable likelihood, so FPO replaces PPO's likelihood ratio by one built from
+conditional flow-matching (CFM) losses, an ELBO surrogate. At rollout time every decision's pre-clip sample a (the
+action chunk, x_τ=0 of the Euler ODE from random noise) gets N_mc stored pairs (τ_i, ε_i) and the loss of each under
+the rollout parameters::
+
+    ℓ(τ, ε) = Σ_{h < executed} mean_d (x_τ + (1 − τ)·v_θ(x_τ, τ, s) − ε)²_{h,d},   x_τ = τ·ε + (1 − τ)·a
+              ("epsilon" mode: the velocity output supervised as ε-MSE, FPO's default; "velocity": (v − (ε − a))²)
+
+summed over the chunk's executed actions (FPO++'s chunk-level ratio; an env whose episode ended inside the chunk
+counts only the actions it executed; one action per decision is FPO's setting), each a mean over action dims as the
+reference. Every epoch recomputes ℓ_θ on the *stored* pairs::
+
+    FPO     r   = exp(mean_i ℓ_old,i − mean_i ℓ_θ,i)                one ratio per decision
+    FPO++   ρ_i = exp(ℓ_old,i − ℓ_θ,i)                             one per sample, same advantage for all i
+            losses clamped at ``loss_clamp`` (4) before differencing, log-ratio at ±``log_ratio_clamp`` (5);
+            both clamps are straight-through (the clamped value forward, the gradient of the unclamped one), as the
+            FPO++ code does, so a clamped sample still learns
+
+    L_π = E[max(−Â r, −Â clip(r, 1 ± ε))]                          PPO-clip, ε = 0.05
+    ASPO (FPO++): Â ≥ 0 → PPO-clip;  Â < 0 → −(ρÂ − |Â|/(2ε)·(ρ − 1)²)  (SPO: pulls ρ back to 1 from both sides)
+    loss = L_π + vf_coef·½E[(V − R)²]                               no entropy term
+
+with advantages from the runner's GAE (over decisions), normalised per minibatch. Evaluation and deployment use
+zero-sampling (FPO++): the ODE starts from ε = 0, so the policy is deterministic.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from stack.algos.gae import compute_gae
+from stack.algos.ppo import value_loss
+from stack.config import FPOConfig
+from stack.rollout import RolloutStorage
+
+LOG_RATIO_GUARD = 20.0
+"""|log r| beyond which the log-ratio is clamped (straight-through) when no log_ratio_clamp is set."""
+VARIANT_DEFAULTS = {
+    "fpo": {"per_sample_ratio": False, "trust_region": "ppo", "loss_clamp": None, "log_ratio_clamp": None},
+    "fpo++": {"per_sample_ratio": True, "trust_region": "aspo", "loss_clamp": 4.0, "log_ratio_clamp": 5.0},
+}
+
+
+def resolve_options(cfg: FPOConfig) -> dict:
+    """The ratio/objective options with the variant's defaults filled in where the config leaves None."""
+    if cfg.variant not in VARIANT_DEFAULTS:
+        raise ValueError(f"fpo.variant={cfg.variant!r}; expected one of {sorted(VARIANT_DEFAULTS)}")
+    out = {}
+    for key, default in VARIANT_DEFAULTS[cfg.variant].items():
+        value = getattr(cfg, key)
+        out[key] = default if value is None else value
+    for key in ("loss_clamp", "log_ratio_clamp"):
+        if out[key] is not None and out[key] <= 0:
+            out[key] = None
+    return out
+
+
+# ---- the loss's pieces (called directly by the tests) ---------------------------------------------------------------
+def cfm_losses(policy: nn.Module, obs: torch.Tensor, actions: torch.Tensor, tau: torch.Tensor, eps: torch.Tensor,
+               mode: str = "epsilon") -> torch.Tensor:
+    """Per-position CFM losses of N_mc pairs: obs [B, obs_dim], actions [B, H, A], tau [B, N], eps [B, N, H, A]
+    → [B, N, H], each the mean over action dims (``FlowPolicy.cfm_loss`` sums over (H, A); this keeps H apart so a
+    chunk cut short by an episode's end counts only the actions it executed)."""
+    b, n = tau.shape
+    h, a = actions.shape[1:]
+    x0 = actions.unsqueeze(1).expand(b, n, h, a).reshape(b * n, h, a)
+    cond = obs.reshape(b, 1, -1).expand(b, n, obs.reshape(b, -1).shape[1]).reshape(b * n, -1)
+    e = eps.reshape(b * n, h, a)
+    t = tau.reshape(b * n).to(x0.dtype)
+    tt = t.reshape(-1, 1, 1)
+    x_tau = tt * e + (1.0 - tt) * x0
+    v = policy.velocity(x_tau, t, cond)
+    if mode == "velocity":
+        err = v - (e - x0)
+    elif mode == "epsilon":
+        err = x_tau + (1.0 - tt) * v - e
+    else:
+        raise ValueError(f"mode={mode!r}; expected 'epsilon' or 'velocity'")
+    return err.pow(2).mean(-1).reshape(b, n, h)
+
+
+def clamp_ste(x: torch.Tensor, min: float | None = None, max: float | None = None) -> torch.Tensor:  # noqa: A002
+    """Clamp in the forward pass, identity in the backward pass (straight-through)."""
+    return x + (x.clamp(min=min, max=max) - x).detach()
+
+
+def fpo_log_ratio(loss_old: torch.Tensor, loss_new: torch.Tensor, per_sample: bool, loss_clamp: float | None,
+                  log_ratio_clamp: float | None) -> torch.Tensor:
+    """Log-ratio from per-sample chunk losses [B, N]: [B, N] per sample (FPO++), else [B, 1] from the means (FPO)."""
+    if loss_clamp is not None:
+        loss_old = loss_old.clamp(max=loss_clamp)
+        loss_new = clamp_ste(loss_new, max=loss_clamp)
+    if per_sample:
+        log_ratio = loss_old - loss_new
+    else:
+        log_ratio = loss_old.mean(-1, keepdim=True) - loss_new.mean(-1, keepdim=True)
+    # FPO++'s clamp when set; else only a numerical guard far outside any ratio the clip lets matter: exp overflows
+    # past ~88 once pre-clip samples drift far, and 0·inf then turns even a clipped sample's gradient into NaN.
+    bound = LOG_RATIO_GUARD if log_ratio_clamp is None else log_ratio_clamp
+    return clamp_ste(log_ratio, -bound, bound)
+
+
+def fpo_policy_loss(ratio: torch.Tensor, advantages: torch.Tensor, clip: float, trust_region: str = "ppo") \
+        -> torch.Tensor:
+    """Surrogate to minimise, mean over every ratio; ``advantages`` broadcast against ``ratio`` ([B, 1] vs [B, N]).
+
+    'ppo': max(−Â r, −Â clip(r, 1 ± ε)). 'aspo' (FPO++): that for Â ≥ 0 and the SPO objective for Â < 0,
+    −(Âρ − |Â|/(2ε)·(ρ − 1)²), whose gradient |Â|·(1 + (ρ − 1)/ε) vanishes at ρ = 1 − ε: a ratio that overshot below
+    1 − ε is pulled back up (PPO-clip's gradient is zero there), one above is pushed down.
+    """
+    adv = advantages.expand_as(ratio)
+    ppo = torch.max(-adv * ratio, -adv * ratio.clamp(1.0 - clip, 1.0 + clip))
+    if trust_region == "ppo":
+        return ppo.mean()
+    if trust_region != "aspo":
+        raise ValueError(f"trust_region={trust_region!r}; expected 'ppo' or 'aspo'")
+    spo = -(adv * ratio - adv.abs() / (2.0 * clip) * (ratio - 1.0).pow(2))
+    return torch.where(adv >= 0, ppo, spo).mean()
+
+
+# ---- the algorithm --------------------------------------------------------------------------------------------------
+class FPO:
+    """FPO / FPO++ on a ``policies.FlowPolicy`` and a state-value critic ``V(s) -> [B]``."""
+
+    def __init__(self, policy: nn.Module, critic: nn.Module, cfg: FPOConfig, device: str | torch.device = "cpu",
+                 seed: int = 0, act_steps: int | None = None):
+        if getattr(policy, "kind", None) != "flow":
+            raise TypeError(f"FPO trains a flow policy (policies.FlowPolicy), got {type(policy).__name__}")
+        if policy.obs_steps != 1:
+            raise ValueError(f"FPO here conditions on one observation; the policy has obs_steps={policy.obs_steps}")
+        self.cfg = cfg
+        self.opts = resolve_options(cfg)
+        self.device = torch.device(device)
+        self.policy = policy.to(self.device)
+        self.critic = critic.to(self.device)
+        self.act_steps = int(act_steps or policy.act_steps)
+        if not 1 <= self.act_steps <= policy.horizon:
+            raise ValueError(f"act_steps={self.act_steps}; expected 1 ≤ act_steps ≤ horizon={policy.horizon}")
+        self.eval_steps = int(cfg.eval_steps or policy.euler_steps)
+        critic_lr = cfg.lr if cfg.critic_lr is None else cfg.critic_lr
+        self._critic_lr_ratio = critic_lr / cfg.lr
+        # One Adam, two parameter groups (actor, critic): FPO++ fine-tuning gives them different rates.
+        self.optimizer = torch.optim.Adam([{"params": list(self.policy.parameters()), "lr": cfg.lr},
+                                           {"params": list(self.critic.parameters()), "lr": critic_lr}])
+        self.parameters = [*self.policy.parameters(), *self.critic.parameters()]
+        # Own generators, saved with the checkpoint, so a resumed run draws the same chunks, pairs and minibatches.
+        self.sample_generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.pair_generator = torch.Generator(device=self.device).manual_seed(seed + 2)
+        self.shuffle_generator = torch.Generator().manual_seed(seed + 1)
+
+    # ---- acting (the collector's Agent protocol) ----------------------------------------------------------------
+    def extras_spec(self) -> dict[str, tuple[int, ...]]:
+        p, n = self.policy, self.cfg.n_mc
+        return {"x0": (p.horizon, p.act_dim), "tau": (n,), "eps": (n, p.horizon, p.act_dim),
+                "loss_old": (n, p.horizon)}
+
+    def policy_modules(self) -> dict[str, nn.Module]:
+        return {"policy": self.policy, "critic": self.critic}
+
+    def eval_sampling(self) -> dict:
+        """How a loaded checkpoint samples (``bc.ChunkedPolicy``): zero-sampling with the evaluation Euler steps."""
+        return {"zero_noise": True, "steps": self.eval_steps}
+
+    def draw_pairs(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """N_mc (τ, ε) pairs per decision: τ [b, N] (U(0, 1) or the Euler grid), ε [b, N, H, A] ~ N(0, I)."""
+        p, n, g = self.policy, self.cfg.n_mc, self.pair_generator
+        if self.cfg.tau_sampling == "grid":
+            k = torch.randint(0, p.euler_steps, (b, n), generator=g, device=self.device)
+            tau = 1.0 - k.float() / p.euler_steps
+        else:
+            tau = torch.rand((b, n), generator=g, device=self.device)
+        eps = torch.randn((b, n, p.horizon, p.act_dim), generator=g, device=self.device)
+        return tau, eps
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """Euler ODE from random noise → (pre-clip chunk [N, act_steps, A], {x0, tau, eps, loss_old}, V [N]).
+
+        ``loss_old`` holds the per-position CFM losses of the stored pairs under the rollout parameters."""
+        p = self.policy
+        noise = torch.randn((obs.shape[0], p.horizon, p.act_dim), generator=self.sample_generator, device=self.device)
+        _, x0 = p.sample(obs, noise=noise, return_presquash=True)
+        tau, eps = self.draw_pairs(obs.shape[0])
+        loss_old = cfm_losses(p, obs, x0, tau, eps, self.cfg.loss_mode)
+        extras = {"x0": x0, "tau": tau, "eps": eps, "loss_old": loss_old}
+        return x0[:, : self.act_steps], extras, self.critic(obs)
+
+    @torch.no_grad()
+    def act_deterministic(self, obs: torch.Tensor) -> torch.Tensor:
+        """Zero-sampling (FPO++): the ODE from ε = 0 with ``eval_steps`` Euler steps → [N, act_steps, A]."""
+        return self.policy.sample(obs, zero_noise=True, steps=self.eval_steps)[:, : self.act_steps]
+
+    @torch.no_grad()
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.critic(obs)
+
+    # ---- learning -----------------------------------------------------------------------------------------------
+    @property
+    def learning_rate(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def set_learning_rate(self, lr: float) -> None:
+        """Actor lr = ``lr``; the critic keeps its ratio to it."""
+        self.optimizer.param_groups[0]["lr"] = lr
+        self.optimizer.param_groups[1]["lr"] = lr * self._critic_lr_ratio
+
+    @torch.no_grad()
+    def compute_returns(self, storage: RolloutStorage) -> None:
+        """GAE over decisions (truncation-aware: ``next_values`` is V of the state really reached)."""
+        adv, ret = compute_gae(storage.rewards, storage.values, storage.next_values, storage.terminated,
+                               storage.episode_end, self.cfg.gamma, self.cfg.gae_lambda)
+        storage.advantages.copy_(adv)
+        storage.returns.copy_(ret)
+
+    def chunk_losses(self, obs: torch.Tensor, x0: torch.Tensor, tau: torch.Tensor, eps: torch.Tensor,
+                     executed: torch.Tensor) -> torch.Tensor:
+        """ℓ_θ of each stored pair, summed over the executed actions of the chunk → [B, N]."""
+        per_pos = cfm_losses(self.policy, obs, x0, tau, eps, self.cfg.loss_mode)
+        return (per_pos * executed_mask(executed, x0.shape[1])).sum(-1)
+
+    def minibatch_loss(self, mb: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss of one minibatch (fields of ``storage.flat()``) and its statistics (detached)."""
+        cfg, o = self.cfg, self.opts
+        mask = executed_mask(mb["executed"], mb["x0"].shape[1])
+        loss_old = (mb["loss_old"] * mask).sum(-1)
+        loss_new = self.chunk_losses(mb["obs"], mb["x0"], mb["tau"], mb["eps"], mb["executed"])
+        log_ratio = fpo_log_ratio(loss_old, loss_new, o["per_sample_ratio"], o["loss_clamp"], o["log_ratio_clamp"])
+        ratio = log_ratio.exp()
+        adv = mb["advantages"]
+        if cfg.norm_adv:
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        pg_loss = fpo_policy_loss(ratio, adv.unsqueeze(-1), cfg.clip_coef, o["trust_region"])
+        v_loss = value_loss(self.critic(mb["obs"]), mb["values"], mb["returns"],
+                            cfg.clip_coef if cfg.clip_vloss else None)
+        with torch.no_grad():
+            stats = {"policy_loss": pg_loss.detach(), "value_loss": v_loss.detach(),
+                     "approx_kl": ((ratio - 1.0) - log_ratio).mean(),
+                     "clipfrac": ((ratio - 1.0).abs() > cfg.clip_coef).float().mean(),
+                     "ratio_dev": (ratio - 1.0).abs().max(), "cfm_loss": loss_new.detach().mean()}
+        return pg_loss + cfg.vf_coef * v_loss, stats
+
+    def update(self, storage: RolloutStorage) -> dict[str, float]:
+        """Epochs of minibatch steps on one rollout, every epoch on the same stored (τ, ε) pairs."""
+        cfg = self.cfg
+        b = storage.flat()
+        batch = storage.batch_size
+        mb_size = batch // cfg.num_minibatches
+        if mb_size < 1:
+            raise ValueError(f"num_minibatches={cfg.num_minibatches} exceeds the batch of {batch} decisions")
+        keys = ("obs", "x0", "tau", "eps", "loss_old", "executed", "advantages", "values", "returns")
+        stats: list[dict[str, torch.Tensor]] = []
+        for _epoch in range(cfg.update_epochs):
+            perm = torch.randperm(batch, generator=self.shuffle_generator).to(self.device)
+            sb = {k: b[k][perm] for k in keys}
+            for start in range(0, mb_size * cfg.num_minibatches, mb_size):
+                mb = {k: v[start:start + mb_size] for k, v in sb.items()}
+                loss, st = self.minibatch_loss(mb)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.max_grad_norm is not None:
+                    nn.utils.clip_grad_norm_(self.parameters, cfg.max_grad_norm, foreach=True)
+                self.optimizer.step()
+                stats.append(st)
+        out = {k: float(torch.stack([s[k] for s in stats]).mean()) for k in stats[0] if k != "ratio_dev"}
+        # max |r − 1| over the first minibatch of the first epoch: 0 unless acting and updating disagree.
+        out["first_ratio_dev"] = float(stats[0]["ratio_dev"])
+        out["max_ratio_dev"] = float(torch.stack([s["ratio_dev"] for s in stats]).max())
+        with torch.no_grad():
+            var_ret = b["returns"].var()
+            out["explained_variance"] = float(1.0 - (b["returns"] - b["values"]).var() / var_ret) if var_ret > 0 \
+                else math.nan
+        return out
+
+    # ---- checkpoints --------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Optimiser and generator states (the networks are saved by the runner: ``policy_modules``)."""
+        return {"optimizer": self.optimizer.state_dict(), "sample_generator": self.sample_generator.get_state(),
+                "pair_generator": self.pair_generator.get_state(),
+                "shuffle_generator": self.shuffle_generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.sample_generator.set_state(state["sample_generator"])
+        self.pair_generator.set_state(state["pair_generator"])
+        self.shuffle_generator.set_state(state["shuffle_generator"])
+
+
+def executed_mask(executed: torch.Tensor, horizon: int) -> torch.Tensor:
+    """[B] executed action counts → [B, 1, H] float mask of the chunk positions that reached the env."""
+    pos = torch.arange(horizon, device=executed.device)
+    return (pos < executed.reshape(-1, 1)).to(torch.float32).unsqueeze(1)
+
+
+# ---- construction (the runner's entry point) -------------------------------------------------------------------------
+def build_flow_policy(cfg: FPOConfig, obs_dim: int, act_dim: int) -> nn.Module:
+    """A fresh flow policy (training from scratch): FPO's small velocity MLP, its output layer initialised ×
+    ``output_scale`` (the reference multiplies the network's output by 0.25, so the initial policy's samples are
+    nearly its noise; FlowPolicy has no output scale, so the initial weights carry it)."""
+    from policies import FlowPolicy
+
+    act_steps = cfg.act_steps or cfg.horizon
+    policy = FlowPolicy(obs_dim, act_dim, horizon=cfg.horizon, act_steps=act_steps, euler_steps=cfg.euler_steps,
+                        hidden=cfg.hidden, activation=cfg.activation, loss_mode=cfg.loss_mode)
+    last = [m for m in policy.net.trunk.modules() if isinstance(m, nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.mul_(cfg.output_scale)
+        last.bias.mul_(cfg.output_scale)
+    return policy
+
+
+def make_algo(cfg, obs_dim: int, act_dim: int, device: str | torch.device = "cpu",
+              pretrained: nn.Module | None = None) -> FPO:
+    """FPO for the runner (``cfg`` a TrainConfig: its ``fpo`` section and ``seed``): a fresh flow policy, or the
+    BC-pretrained one (``init_from``) with its own horizon, act_steps (unless ``fpo.act_steps`` is set) and Euler
+    steps."""
+    from policies import ValueNet
+
+    f: FPOConfig = cfg.fpo
+    if pretrained is not None:
+        if getattr(pretrained, "kind", None) != "flow":
+            raise TypeError(f"FPO fine-tunes a flow policy; init_from holds a {type(pretrained).__name__}")
+        policy, act_steps = pretrained, f.act_steps or pretrained.act_steps
+    else:
+        policy = build_flow_policy(f, obs_dim, act_dim)
+        act_steps = policy.act_steps
+    critic = ValueNet(obs_dim, hidden=f.critic_hidden, activation=f.critic_activation)
+    return FPO(policy, critic, f, device, seed=cfg.seed, act_steps=act_steps)
+
+
+__all__ = ["FPO", "FPOConfig", "build_flow_policy", "cfm_losses", "clamp_ste", "executed_mask", "fpo_log_ratio",
+           "fpo_policy_loss", "make_algo", "resolve_options"]

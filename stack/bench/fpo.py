@@ -1,0 +1,362 @@
+"""``r2s bench fpo``: FPO (flow policy, from scratch) against Gaussian PPO at the same env-step budget and seeds,
+FPO++ against FPO, zero-noise against random-noise evaluation, and a multimodality check.
+
+Per task and seed (same seeds for every method):
+
+* FPO: ``stack.train`` with the task's ``<task>_fpo`` preset (FPO's defaults where the preset says nothing: 4×32 SiLU
+  flow MLP, 10 Euler steps, N_mc 8, clip 0.05), from a fresh policy. ``return_before`` is that initial policy's
+  return (zero-sampling, the runner's evaluation seeds), ``return_after`` the final evaluation (zero-sampling, FPO++'s
+  deployment mode) and ``return_after_random_noise`` the same checkpoint sampling its ODE from N(0, I) noise.
+* PPO: the task's ``<task>_ppo`` preset (CleanRL's settings where there is none), same env steps and seed.
+* FPO++ (full mode): the same run with ``fpo.variant = fpo++`` (per-sample ratios, ASPO, clamped losses).
+
+Figures are means over seeds with their spread (std, and min/max); wall-clock and env-steps/s per method.
+
+Multimodality: ``TwoGoalPointMass`` (below) — a point mass starting at the origin with two equally good goals at
+(±0.8, 0). FPO, FPO++ and PPO train on it at the same budget; then each samples ``episodes`` stochastic episodes
+from the same start (flows: random-noise ODE; PPO: its Gaussian) and the bench counts where they end
+(``share_left`` / ``share_right``, ``mode_coverage`` = the smaller), and draws 1000 first actions at the exact start:
+shares committed left / right / in between (a Gaussian centred between the goals fills the middle, a policy
+covering both goals both sides). ``covers_both``: ≥ 5 % of episodes at each goal and ≥ 20 % of first actions to
+each side.
+
+``--quick``: one seed, one task (reach, where both methods learn within the budget), 50k env steps, no FPO++ run;
+finishes in a few minutes on a 2-core CPU. Full mode: halfcheetah and reach, 3 seeds, FPO++ too (hours on a CPU).
+The last stdout line is the JSON result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sim.tasks.point_mass import PointMassTask
+
+TWO_GOAL_TASK = "stack.bench.fpo:TwoGoalPointMass"
+
+
+class TwoGoalPointMass(PointMassTask):
+    """The point mass with two equally good goals at (±goal_x, 0, …) and a start at the origin (± start_noise).
+
+    Reward ``1 − distance to the nearer goal``; ``info["success"]``: within ``success_radius`` of either. Symmetric
+    under x → −x, so from the start both goals are optimal and an optimal stochastic policy may go to either.
+    """
+
+    def __init__(self, goal_x: float = 0.8, start_noise: float = 0.02, max_episode_steps: int = 30, **kw):
+        super().__init__(max_episode_steps=max_episode_steps, **kw)
+        self.goals = np.zeros((2, self.dim))
+        self.goals[:, 0] = (goal_x, -goal_x)
+        self.start_noise = float(start_noise)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self._p = self.np_random.uniform(-self.start_noise, self.start_noise, size=self.dim)
+        return self._obs(), {}
+
+    def step(self, action):
+        obs, _, terminated, truncated, _ = super().step(action)
+        dist = float(np.min(np.linalg.norm(self.goals - self._p, axis=1)))
+        return obs, 1.0 - dist, terminated, truncated, {"success": dist < self.success_radius}
+
+
+@dataclass(frozen=True)
+class Budget:
+    tasks: tuple[str, ...]
+    """Tasks when ``task`` is not given."""
+    seeds: tuple[int, ...]
+    env_steps: dict
+    """Env steps per task (every method gets the same)."""
+    variants: tuple[str, ...]
+    """FPO variants run ('fpo' always; 'fpo++' in full mode)."""
+    eval_episodes: int
+    multimodal_steps: int
+    multimodal_episodes: int
+
+
+FULL = Budget(tasks=("halfcheetah", "reach"), seeds=(1, 2, 3), env_steps={"halfcheetah": 1_000_000, "reach": 300_000},
+              variants=("fpo", "fpo++"), eval_episodes=10, multimodal_steps=49_152, multimodal_episodes=200)
+QUICK = Budget(tasks=("reach",), seeds=(1,), env_steps={"halfcheetah": 51_200, "reach": 51_200}, variants=("fpo",),
+               eval_episodes=5, multimodal_steps=24_576, multimodal_episodes=100)
+
+
+# ---- configs --------------------------------------------------------------------------------------------------------
+def _preset(name: str):
+    from stack.config import PRESET_DIR, TrainConfig, from_dict, load_preset
+
+    return from_dict(TrainConfig, load_preset(name)) if (PRESET_DIR / f"{name}.yaml").exists() else None
+
+
+def method_config(method: str, task: str, steps: int, seed: int, runs_dir: str, device: str, eval_episodes: int):
+    """TrainConfig of one run: 'ppo', 'fpo' or 'fpo++' on ``task`` (its preset, else the defaults)."""
+    from stack.config import EnvConfig, TrainConfig, from_dict
+    from stack.runs import default_run_name
+
+    algo = "ppo" if method == "ppo" else "fpo"
+    base = _preset(f"{task}_{algo}") or TrainConfig(algo=algo, env=EnvConfig(task=task))
+    cfg = from_dict(TrainConfig, {
+        "algo": algo, "total_env_steps": int(steps), "seed": int(seed), "eval_every": max(int(steps) // 5, 1),
+        "eval_episodes": eval_episodes, "checkpoint_every": 0, "device": device, "torch_threads": 1,
+        "name": default_run_name("bench-fpo", method.replace("+", "p"), task.split(":")[-1], f"s{seed}"),
+        "runs_dir": runs_dir, "progress": False,
+    }, base)
+    if method == "fpo++":
+        cfg = dataclasses.replace(cfg, fpo=dataclasses.replace(cfg.fpo, variant="fpo++"))
+    return cfg
+
+
+# ---- evaluation -----------------------------------------------------------------------------------------------------
+def initial_return(cfg, episodes: int) -> dict:
+    """Return of the policy a run starts from (the runner's seeding and evaluation seeds; obs normaliser fresh)."""
+    import torch
+
+    from sim.pool import resolve_task
+    from stack.normalize import ObsNormalizer
+    from stack.rollout import ActionScaler
+    from stack.train import EVAL_SEED_OFFSET, AlgoPolicy, TrainedPolicy, evaluate_policy_fn, make_algo, task_kwargs_of
+
+    env = resolve_task(cfg.env.task)(**task_kwargs_of(cfg))
+    obs_dim, space = int(np.prod(env.observation_space.shape)), env.action_space
+    env.close()
+    torch.manual_seed(cfg.seed)  # as OnPolicyRunner: the same initial weights
+    algo = make_algo(cfg, obs_dim, int(space.shape[0]), torch.device(cfg.device))
+    norm, scaler = ObsNormalizer(obs_dim), ActionScaler.for_space(space)
+    policy = TrainedPolicy(algo.policy, norm, scaler) if cfg.algo == "ppo" else AlgoPolicy(algo, norm, scaler)
+    return evaluate_policy_fn(policy, cfg.env.task, episodes, EVAL_SEED_OFFSET + 1000 * cfg.seed,
+                              task_kwargs=task_kwargs_of(cfg))
+
+
+def random_noise_return(run_dir: Path, cfg, episodes: int) -> float:
+    """The final FPO checkpoint with its ODE started from N(0, I) noise (seeded) instead of zeros."""
+    from stack.train import EVAL_SEED_OFFSET, evaluate_policy_fn, load_trained_policy, task_kwargs_of
+
+    policy = load_trained_policy(run_dir, zero_noise=False)
+    return evaluate_policy_fn(policy, cfg.env.task, episodes, EVAL_SEED_OFFSET + 1000 * cfg.seed,
+                              task_kwargs=task_kwargs_of(cfg))["return_mean"]
+
+
+class GaussianSampler:
+    """A PPO checkpoint acting stochastically (its Gaussian, seeded): ``act_batch(obs, slots)`` as ChunkedPolicy."""
+
+    def __init__(self, run_dir: Path, seed: int = 0):
+        import torch
+
+        from policies import load_policy
+        from stack.normalize import ObsNormalizer
+        from stack.rollout import ActionScaler
+        from stack.train import checkpoint_dir, load_normalization
+
+        self.policy = load_policy(checkpoint_dir(run_dir) / "policy")
+        norm = load_normalization(run_dir)
+        self.obs_normalizer = ObsNormalizer(self.policy.obs_dim)
+        self.obs_normalizer.load_state_dict(norm["obs"])
+        self.scaler = ActionScaler.from_state_dict(norm["action"])
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def reset(self) -> None:
+        pass
+
+    def act_batch(self, obs: np.ndarray, slots) -> np.ndarray:
+        import torch
+
+        x = torch.from_numpy(self.obs_normalizer(obs))
+        noise = torch.randn(len(obs), self.policy.act_dim, generator=self.generator)
+        with torch.no_grad():
+            actions, _ = self.policy.sample(x, noise)
+        return self.scaler.to_env(actions[:, 0].numpy())
+
+
+def final_positions(policy, episodes: int, seed: int) -> np.ndarray:
+    """Run ``episodes`` TwoGoalPointMass episodes side by side (env i seeded seed + i) → final positions [E, 2]."""
+    envs = [TwoGoalPointMass() for _ in range(episodes)]
+    obs = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)])
+    final = np.zeros((episodes, envs[0].dim))
+    running = list(range(episodes))
+    policy.reset()
+    while running:
+        actions = policy.act_batch(obs[running], running)
+        still = []
+        for k, i in enumerate(running):
+            o, _, term, trunc, _ = envs[i].step(actions[k])
+            obs[i] = o
+            if term or trunc:
+                final[i] = envs[i]._p
+            else:
+                still.append(i)
+        running = still
+    return final
+
+
+def mode_shares(final: np.ndarray, goal_x: float = 0.8, radius: float = 0.3) -> dict:
+    """Where the episodes ended: share within ``radius`` of each goal, and mode_coverage = min of the two."""
+    left = float(np.mean(np.linalg.norm(final - [-goal_x, 0.0], axis=1) < radius))
+    right = float(np.mean(np.linalg.norm(final - [goal_x, 0.0], axis=1) < radius))
+    return {"share_left": round(left, 3), "share_right": round(right, 3), "mode_coverage": round(min(left, right), 3)}
+
+
+# ---- the benchmark --------------------------------------------------------------------------------------------------
+def _train(cfg) -> tuple[Path, float, list[dict]]:
+    import csv
+
+    from stack.train import train
+
+    t0 = time.perf_counter()
+    run_dir = train(cfg)
+    wall = time.perf_counter() - t0
+    with open(run_dir / "metrics.csv") as f:
+        rows = [{k: float(v) for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(f)]
+    return Path(run_dir), wall, rows
+
+
+def _summary(values: list[float]) -> dict:
+    v = np.asarray(values, float)
+    return {"mean": round(float(v.mean()), 2), "std": round(float(v.std()), 2), "min": round(float(v.min()), 2),
+            "max": round(float(v.max()), 2), "n": len(v)}
+
+
+def run_task(task: str, budget: Budget, seeds, steps: int, runs_dir: str, device: str) -> dict:
+    """Every method on ``task`` for every seed → per-seed results and their summaries."""
+    per_seed = []
+    for seed in seeds:
+        rec: dict = {"seed": seed}
+        fpo_cfg = method_config("fpo", task, steps, seed, runs_dir, device, budget.eval_episodes)
+        before = initial_return(fpo_cfg, budget.eval_episodes)
+        rec["return_before"] = before["return_mean"]
+        for method in ("fpo", *[v for v in budget.variants if v != "fpo"], "ppo"):
+            cfg = fpo_cfg if method == "fpo" else method_config(method, task, steps, seed, runs_dir, device,
+                                                                budget.eval_episodes)
+            run_dir, wall, rows = _train(cfg)
+            final = [r for r in rows if "eval_return" in r][-1]
+            env_steps = int(rows[-1]["env_steps"])
+            key = {"fpo": "fpo", "fpo++": "fpo_pp", "ppo": "ppo"}[method]
+            rec[f"{key}_return_after"] = final["eval_return"]
+            rec[f"{key}_env_steps"] = env_steps
+            rec[f"{key}_wall_s"] = round(wall, 1)
+            rec[f"{key}_steps_per_s"] = round(env_steps / wall, 1)
+            rec[f"{key}_curve"] = [[int(r["env_steps"]), round(r["eval_return"], 2)] for r in rows
+                                   if "eval_return" in r]
+            rec[f"{key}_run_dir"] = str(run_dir)
+            if method == "ppo":
+                rec["ppo_return_before"] = initial_return(cfg, budget.eval_episodes)["return_mean"]
+            else:
+                rec[f"{key}_return_after_random_noise"] = random_noise_return(run_dir, cfg, budget.eval_episodes)
+        per_seed.append(rec)
+    keys = [k for k in per_seed[0] if isinstance(per_seed[0][k], float | int) and k != "seed"]
+    summary = {k: _summary([r[k] for r in per_seed]) for k in keys}
+    out = {"task": task, "env_steps": per_seed[0]["fpo_env_steps"], "seeds": list(seeds),
+           "return_before": summary["return_before"]["mean"], "return_after": summary["fpo_return_after"]["mean"],
+           "ppo_return_after": summary["ppo_return_after"]["mean"],
+           "return_after_random_noise": summary["fpo_return_after_random_noise"]["mean"],
+           "ppo_return_before": summary["ppo_return_before"]["mean"]}
+    if "fpo_pp_return_after" in summary:
+        out["fpo_pp_return_after"] = summary["fpo_pp_return_after"]["mean"]
+        out["fpo_pp_return_after_random_noise"] = summary["fpo_pp_return_after_random_noise"]["mean"]
+    out.update(summary=summary, per_seed=per_seed)
+    return out
+
+
+def first_action_shares(policy, samples: int = 1000) -> dict:
+    """The x-component of ``samples`` stochastic first actions at the exact start (origin, at rest), in env units
+    (±2): shares committed left (< −1), right (> 1) and in between. A Gaussian centred at 0 fills the middle; a policy
+    covering both goals puts mass on both sides."""
+    obs = np.zeros((samples, 4))
+    policy.reset()
+    a = policy.act_batch(obs, list(range(samples)))[:, 0]
+    return {"first_left": round(float(np.mean(a < -1.0)), 3), "first_right": round(float(np.mean(a > 1.0)), 3),
+            "first_middle": round(float(np.mean(np.abs(a) <= 1.0)), 3)}
+
+
+def multimodality(budget: Budget, seed: int, runs_dir: str, device: str) -> dict:
+    """FPO, FPO++ and PPO on TwoGoalPointMass at the same budget (FPO's learning rate 3e-4 for the flows); where
+    their stochastic episodes end from the start, and how their first actions there spread."""
+    from stack.config import EnvConfig, FPOConfig, PPOConfig, TrainConfig
+    from stack.runs import default_run_name
+    from stack.train import load_trained_policy
+
+    out: dict = {"task": "two-goal point mass (goals at (±0.8, 0), start at the origin)",
+                 "env_steps": budget.multimodal_steps, "episodes": budget.multimodal_episodes}
+    common = dict(env=EnvConfig(task=TWO_GOAL_TASK, num_envs=8, backend="sync"), seed=seed, eval_every=0,
+                  total_env_steps=budget.multimodal_steps, eval_episodes=10, checkpoint_every=0, device=device,
+                  runs_dir=runs_dir, progress=False)
+
+    def flow(variant: str) -> TrainConfig:
+        return TrainConfig(algo="fpo", fpo=FPOConfig(variant=variant, rollout_steps=64, num_minibatches=8,
+                                                     update_epochs=10, critic_hidden=(64, 64), lr=3e-4),
+                           name=default_run_name("bench-fpo-2goal", variant.replace("+", "p")), **common)
+
+    cfgs = {"fpo": flow("fpo"), "fpo++": flow("fpo++"),
+            "ppo": TrainConfig(algo="ppo", ppo=PPOConfig(rollout_steps=64, num_minibatches=8),
+                               name=default_run_name("bench-fpo-2goal", "ppo"), **common)}
+    for method, cfg in cfgs.items():
+        run_dir, wall, rows = _train(cfg)
+        stochastic = (GaussianSampler(run_dir) if method == "ppo" else load_trained_policy(run_dir, zero_noise=False))
+        shares = mode_shares(final_positions(stochastic, budget.multimodal_episodes, seed=2_000_000))
+        out[method] = {"eval_return": round(rows[-1]["eval_return"], 2), **shares, **first_action_shares(stochastic),
+                       "wall_s": round(wall, 1), "run_dir": str(run_dir)}
+        out[method]["covers_both"] = bool(min(shares["share_left"], shares["share_right"]) > 0.05
+                                          and min(out[method]["first_left"], out[method]["first_right"]) > 0.2)
+    return out
+
+
+def run(task: str | None = None, quick: bool = False, seeds=None, device: str = "cpu", runs_dir: str = "runs",
+        steps: int | None = None, multimodal: bool = True) -> dict:
+    """The benchmark → dict (``task``, ``env_steps``, ``return_before``, ``return_after``, ``ppo_return_after``, …).
+
+    ``task``: one task, or None for the budget's (quick: reach; full: halfcheetah then reach — the top-level figures
+    are the first task's, every task's under ``tasks``). ``seeds``: default 1 (quick) or 1, 2, 3. ``steps``: override
+    the env-step budget."""
+    import os
+
+    import torch
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    budget = QUICK if quick else FULL
+    tasks = (task,) if task else budget.tasks
+    seeds = tuple(seeds) if seeds else budget.seeds
+    t0 = time.perf_counter()
+    results = [run_task(t, budget, seeds, steps or budget.env_steps.get(t, budget.env_steps["reach"]), runs_dir,
+                        device) for t in tasks]
+    out = {k: v for k, v in results[0].items() if k not in ("summary", "per_seed")}
+    out.update(quick=quick, device=device, methods=["fpo", *[v for v in budget.variants if v != "fpo"], "ppo"],
+               tasks={r["task"]: r for r in results})
+    if multimodal:
+        out["multimodality"] = multimodality(budget, seeds[0], runs_dir, device)
+    out["wall_s"] = round(time.perf_counter() - t0, 1)
+    out["fpo_beats_ppo"] = {r["task"]: bool(r["return_after"] > r["ppo_return_after"]) for r in results}
+    path = Path(runs_dir) / f"bench-fpo-{'quick' if quick else 'full'}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1, default=_jsonable) + "\n")
+    return out
+
+
+def _jsonable(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return str(x)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="r2s bench fpo", description=__doc__.splitlines()[0])
+    p.add_argument("--task", default=None, help="one task (default: quick reach; full halfcheetah and reach)")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--seeds", type=int, nargs="*", default=None)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--runs-dir", default="runs")
+    p.add_argument("--no-multimodal", action="store_true")
+    args = p.parse_args(argv)
+    result = run(args.task, args.quick, args.seeds, args.device, args.runs_dir, args.steps, not args.no_multimodal)
+    print(json.dumps(result, default=_jsonable))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
