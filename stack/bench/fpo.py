@@ -20,6 +20,13 @@ shares committed left / right / in between (a Gaussian centred between the goals
 covering both goals both sides). ``covers_both``: ≥ 5 % of episodes at each goal and ≥ 20 % of first actions to
 each side.
 
+Multimodality from demonstrations (``multimodality_bc``, the diffusion-policy demonstration): PD demos that go left in
+half the episodes and right in the other half from the same near-origin start → BC of a flow, a diffusion and a
+Gaussian policy → from exactly the origin, stochastic episodes and first actions (flow: random-noise ODE; diffusion:
+DDPM; Gaussian: its mean and N(μ, σ) sampled) → shares at left / right / neither goal; then FPO fine-tunes the BC
+flow (``init_from``) and the same is measured again. ``covers_both`` here: ≥ 20 % of episodes at each goal and
+≥ 20 % of first actions to each side.
+
 ``--quick``: one seed, one task (reach, where both methods learn within the budget), 50k env steps, no FPO++ run;
 finishes in a few minutes on a 2-core CPU. Full mode: halfcheetah and reach, 3 seeds, FPO++ too (hours on a CPU).
 The last stdout line is the JSON result.
@@ -77,10 +84,13 @@ class Budget:
     eval_episodes: int
     multimodal_steps: int
     multimodal_episodes: int
+    bc_finetune_steps: int = 8192
+    """FPO env steps fine-tuning the BC flow policy in ``multimodality_bc``."""
 
 
 FULL = Budget(tasks=("halfcheetah", "reach"), seeds=(1, 2, 3), env_steps={"halfcheetah": 1_000_000, "reach": 300_000},
-              variants=("fpo", "fpo++"), eval_episodes=10, multimodal_steps=49_152, multimodal_episodes=200)
+              variants=("fpo", "fpo++"), eval_episodes=10, multimodal_steps=49_152, multimodal_episodes=200,
+              bc_finetune_steps=24_576)
 QUICK = Budget(tasks=("reach",), seeds=(1,), env_steps={"halfcheetah": 51_200, "reach": 51_200}, variants=("fpo",),
                eval_episodes=5, multimodal_steps=24_576, multimodal_episodes=100)
 
@@ -171,9 +181,10 @@ class GaussianSampler:
         return self.scaler.to_env(actions[:, 0].numpy())
 
 
-def final_positions(policy, episodes: int, seed: int) -> np.ndarray:
-    """Run ``episodes`` TwoGoalPointMass episodes side by side (env i seeded seed + i) → final positions [E, 2]."""
-    envs = [TwoGoalPointMass() for _ in range(episodes)]
+def final_positions(policy, episodes: int, seed: int, start_noise: float = 0.02) -> np.ndarray:
+    """Run ``episodes`` TwoGoalPointMass episodes side by side (env i seeded seed + i) → final positions [E, 2].
+    ``start_noise`` 0: every episode starts at exactly the origin, at rest."""
+    envs = [TwoGoalPointMass(start_noise=start_noise) for _ in range(episodes)]
     obs = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)])
     final = np.zeros((episodes, envs[0].dim))
     running = list(range(episodes))
@@ -303,6 +314,135 @@ def multimodality(budget: Budget, seed: int, runs_dir: str, device: str) -> dict
     return out
 
 
+# ---- multimodality from demonstrations (behaviour cloning) ----------------------------------------------------------
+def two_goal_demos(root, episodes: int = 40, seed: int = 0, goals: tuple[int, ...] = (-1, 1), kp: float = 6.0,
+                   kd: float = 3.0, noise_std: float = 0.2, start_noise: float = 0.1) -> Path:
+    """Bimodal demonstrations on TwoGoalPointMass: a PD controller ``a = kp·(g − p) − kd·v`` (+ N(0, noise_std²)
+    executed, clipped to ±2; the noise-free action recorded as ``action.proposal``) toward goal ``g = (s·0.8, 0)``,
+    ``s = goals[i % len(goals)]`` in episode i: half the episodes go left, half right, from the same near-origin start
+    (``goals=(1,)``: a unimodal demonstrator). Starts uniform in ±``start_noise`` around the origin, the goal drawn
+    independently of the start, so the demonstrations are bimodal over a patch of start states, not at one point.
+    The PD reaches its goal in ~15 of the 30 steps."""
+    from stack.data import EpisodeWriter
+
+    env, rng = TwoGoalPointMass(start_noise=start_noise), np.random.default_rng(seed)
+    writer = EpisodeWriter.for_task(root, TWO_GOAL_TASK, env, extra_info={
+        "expert": "pd-two-goal", "goals": list(goals), "task_kwargs": {"start_noise": start_noise}})
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=seed + ep)
+        goal = np.array([goals[ep % len(goals)] * env.goals[0, 0], 0.0])
+        done = False
+        while not done:
+            clean = np.clip(kp * (goal - obs[:2]) - kd * obs[2:], -2.0, 2.0)
+            a = np.clip(clean + rng.normal(0.0, noise_std, 2), -2.0, 2.0)
+            nxt, r, term, trunc, info = env.step(a)
+            writer.add_step(obs, a, r, terminated=term, truncated=trunc, success=info["success"], proposal=clean)
+            obs, done = nxt, term or trunc
+        writer.end_episode(seed=seed + ep, goal=goal.tolist())
+    return writer.close()
+
+
+def sampled_gaussian(policy):
+    """A BC Gaussian ``ChunkedPolicy`` that samples N(μ, σ) (its own seeded generator) instead of acting with μ."""
+    import torch
+
+    from stack.algos.bc import ChunkedPolicy
+
+    class _Sampled(ChunkedPolicy):
+        @torch.no_grad()
+        def plan(self, obs_hist: np.ndarray) -> np.ndarray:
+            x = torch.from_numpy(self.obs_normalizer(obs_hist[:, -1])).to(self.device)
+            noise = torch.randn(self.policy.noise_shape(len(x)), generator=self.generator).to(self.device)
+            return self.action_scaler.to_env(self.policy.act(x, noise=noise)[:, : self.act_steps].cpu().numpy())
+
+    return _Sampled(policy.policy, policy.obs_normalizer, policy.action_scaler, policy.sampling, policy.act_steps,
+                    policy.device, seed=int(policy.generator.initial_seed()))
+
+
+BC_POLICIES = {
+    "flow": {"hidden": (128, 128), "euler_steps": 10},
+    "diffusion": {"hidden": (128, 128, 128), "denoising_steps": 10},
+    "gaussian": {"hidden": (128, 128)},
+}
+"""Network sizes of the multimodality BC runs (CI-sized). One action per call (horizon 1): with 4-action chunks and
+64-wide networks the flow stayed a blur (x-action std ≈ 0.8 of the ±2 range even where the demos are unimodal)
+within a CI budget; horizon 1 at lr 3e-3 is sharp off the start and bimodal at it."""
+
+
+def covers_both(shares: dict, episodes_min: float = 0.2, first_min: float = 0.2) -> bool:
+    """Both goals reached in ≥ ``episodes_min`` of the episodes and ≥ ``first_min`` of first actions to each side."""
+    return bool(min(shares["share_left"], shares["share_right"]) >= episodes_min
+                and min(shares["first_left"], shares["first_right"]) >= first_min)
+
+
+def stochastic_shares(policy, episodes: int, seed: int, samples: int = 1000) -> dict:
+    """Where ``episodes`` stochastic episodes from exactly the origin end, and how ``samples`` first actions there
+    spread (``mode_shares`` + ``first_action_shares``; ``share_neither`` = episodes at neither goal)."""
+    shares = mode_shares(final_positions(policy, episodes, seed=seed, start_noise=0.0))
+    shares["share_neither"] = round(1.0 - shares["share_left"] - shares["share_right"], 3)
+    return {**shares, **first_action_shares(policy, samples)}
+
+
+def multimodality_bc(seed: int = 1, runs_dir: str = "runs", device: str = "cpu", demo_episodes: int = 40,
+                     bc_steps: int = 2000, episodes: int = 100, finetune_steps: int = 0,
+                     goals: tuple[int, ...] = (-1, 1), policies=("flow", "diffusion", "gaussian")) -> dict:
+    """The diffusion-policy multimodality demonstration: bimodal demos (``two_goal_demos``) → BC of a flow, a
+    diffusion and a Gaussian policy → from exactly the origin, ``episodes`` stochastic episodes (flow: ODE from
+    N(0, I); diffusion: DDPM; Gaussian: its mean μ, and sampled N(μ, σ) with σ learned by NLL) and 1000 first
+    actions: shares at left / right / neither goal, first actions left / right / in between, ``covers_both``.
+    ``finetune_steps`` > 0: then FPO (``init_from`` the BC flow run) for that many env steps on TwoGoalPointMass,
+    and the same measurement of the fine-tuned flow (random-noise ODE) — do both modes survive RL?"""
+    import uuid
+
+    from stack.algos.bc import BCConfig, load_bc_policy, train_bc
+    from stack.runs import default_run_name
+
+    tag = default_run_name("bench-fpo-2goal-bc", f"s{seed}") + "-" + uuid.uuid4().hex[:6]
+    root = Path(runs_dir) / tag
+    t0 = time.perf_counter()
+    demos = two_goal_demos(root / "demos", episodes=demo_episodes, seed=seed, goals=goals)
+    out: dict = {"task": "two-goal point mass, bimodal PD demos (half left, half right), BC then sampling from the "
+                         "exact origin", "demo_episodes": demo_episodes, "demo_goals": list(goals),
+                 "bc_grad_steps": bc_steps, "episodes": episodes}
+    eval_seed = 3_000_000 + 1000 * seed
+    for kind in policies:
+        t1 = time.perf_counter()
+        run = train_bc(BCConfig(dataset=str(demos), policy=kind, policy_kwargs=BC_POLICIES[kind],
+                                horizon=1, act_steps=1, lr=3e-3, lr_final=3e-4,
+                                action_key="action.proposal", gaussian_objective="nll", grad_steps=bc_steps,
+                                batch_size=128, eval_episodes=0, log_every=max(bc_steps, 1), progress=False,
+                                tensorboard=False, runs_dir=str(root), name=f"bc-{kind}", seed=seed, device=device))
+        wall = round(time.perf_counter() - t1, 1)
+        if kind == "gaussian":
+            mean = load_bc_policy(run, seed=eval_seed)
+            out["gaussian_mean"] = {**stochastic_shares(mean, episodes, eval_seed), "wall_s": wall}
+            out["gaussian_mean"]["covers_both"] = covers_both(out["gaussian_mean"])
+            policy, key = sampled_gaussian(mean), "gaussian_sampled"
+        else:
+            policy, key = load_bc_policy(run, seed=eval_seed, **({"zero_noise": False} if kind == "flow" else {})), kind
+        out[key] = {**stochastic_shares(policy, episodes, eval_seed), "wall_s": wall, "run_dir": str(run)}
+        out[key]["covers_both"] = covers_both(out[key])
+    if finetune_steps > 0 and "flow" in policies:
+        from stack.config import EnvConfig, FPOConfig, TrainConfig
+        from stack.train import load_trained_policy
+
+        cfg = TrainConfig(algo="fpo", env=EnvConfig(task=TWO_GOAL_TASK, num_envs=8, backend="sync"),
+                          fpo=FPOConfig(rollout_steps=32, num_minibatches=4, update_epochs=10, critic_hidden=(64, 64),
+                                        lr=3e-4, critic_lr=1e-3),
+                          init_from=out["flow"]["run_dir"], total_env_steps=finetune_steps, seed=seed, eval_every=0,
+                          eval_episodes=10, checkpoint_every=0, device=device, runs_dir=str(root), name="fpo-ft",
+                          progress=False, torch_threads=1)
+        run_dir, wall, rows = _train(cfg)
+        ft = load_trained_policy(run_dir, zero_noise=False)
+        ft.generator.manual_seed(eval_seed)
+        out["flow_fpo_finetuned"] = {**stochastic_shares(ft, episodes, eval_seed), "env_steps": finetune_steps,
+                                     "eval_return": round(rows[-1]["eval_return"], 2), "wall_s": round(wall, 1),
+                                     "run_dir": str(run_dir)}
+        out["flow_fpo_finetuned"]["covers_both"] = covers_both(out["flow_fpo_finetuned"])
+    out["wall_s"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
 def run(task: str | None = None, quick: bool = False, seeds=None, device: str = "cpu", runs_dir: str = "runs",
         steps: int | None = None, multimodal: bool = True) -> dict:
     """The benchmark → dict (``task``, ``env_steps``, ``return_before``, ``return_after``, ``ppo_return_after``, …).
@@ -327,6 +467,8 @@ def run(task: str | None = None, quick: bool = False, seeds=None, device: str = 
                tasks={r["task"]: r for r in results})
     if multimodal:
         out["multimodality"] = multimodality(budget, seeds[0], runs_dir, device)
+        out["multimodality_bc"] = multimodality_bc(seeds[0], runs_dir, device, episodes=budget.multimodal_episodes,
+                                                   finetune_steps=budget.bc_finetune_steps)
     out["wall_s"] = round(time.perf_counter() - t0, 1)
     out["fpo_beats_ppo"] = {r["task"]: bool(r["return_after"] > r["ppo_return_after"]) for r in results}
     path = Path(runs_dir) / f"bench-fpo-{'quick' if quick else 'full'}.json"
