@@ -383,15 +383,24 @@ def stochastic_shares(policy, episodes: int, seed: int, samples: int = 1000) -> 
     return {**shares, **first_action_shares(policy, samples)}
 
 
+FINETUNE_FPO = dict(variant="fpo++", rollout_steps=32, num_minibatches=4, update_epochs=10, critic_hidden=(64, 64),
+                    lr=1e-5, critic_lr=1e-4, clip_coef=0.03, max_grad_norm=1.0)
+"""FPO fine-tuning settings of the BC flow in ``multimodality_bc``: FPO++'s fine-tuning recipe (actor lr 1e-5, critic
+1e-4, clip 0.03). Measured (seed 1, 8192 env steps): modes 35/65 % → 19/81 %, none lost to the middle; FPO's
+from-scratch settings (lr 3e-4, clip 0.05) instead collapsed the flow to neither goal (100 % "neither")."""
+
+
 def multimodality_bc(seed: int = 1, runs_dir: str = "runs", device: str = "cpu", demo_episodes: int = 40,
                      bc_steps: int = 2000, episodes: int = 100, finetune_steps: int = 0,
-                     goals: tuple[int, ...] = (-1, 1), policies=("flow", "diffusion", "gaussian")) -> dict:
+                     goals: tuple[int, ...] = (-1, 1), policies=("flow", "diffusion", "gaussian"),
+                     finetune_fpo: dict | None = None) -> dict:
     """The diffusion-policy multimodality demonstration: bimodal demos (``two_goal_demos``) → BC of a flow, a
     diffusion and a Gaussian policy → from exactly the origin, ``episodes`` stochastic episodes (flow: ODE from
     N(0, I); diffusion: DDPM; Gaussian: its mean μ, and sampled N(μ, σ) with σ learned by NLL) and 1000 first
     actions: shares at left / right / neither goal, first actions left / right / in between, ``covers_both``.
     ``finetune_steps`` > 0: then FPO (``init_from`` the BC flow run) for that many env steps on TwoGoalPointMass,
-    and the same measurement of the fine-tuned flow (random-noise ODE) — do both modes survive RL?"""
+    and the same measurement of the fine-tuned flow (random-noise ODE) — do both modes survive RL? ``finetune_fpo``:
+    FPOConfig fields for that run (default ``FINETUNE_FPO``)."""
     import uuid
 
     from stack.algos.bc import BCConfig, load_bc_policy, train_bc
@@ -427,8 +436,7 @@ def multimodality_bc(seed: int = 1, runs_dir: str = "runs", device: str = "cpu",
         from stack.train import load_trained_policy
 
         cfg = TrainConfig(algo="fpo", env=EnvConfig(task=TWO_GOAL_TASK, num_envs=8, backend="sync"),
-                          fpo=FPOConfig(rollout_steps=32, num_minibatches=4, update_epochs=10, critic_hidden=(64, 64),
-                                        lr=3e-4, critic_lr=1e-3),
+                          fpo=FPOConfig(**{**FINETUNE_FPO, **(finetune_fpo or {})}),
                           init_from=out["flow"]["run_dir"], total_env_steps=finetune_steps, seed=seed, eval_every=0,
                           eval_episodes=10, checkpoint_every=0, device=device, runs_dir=str(root), name="fpo-ft",
                           progress=False, torch_threads=1)
