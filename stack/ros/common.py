@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType
 from rclpy.callback_groups import CallbackGroup
 from rclpy.executors import SingleThreadedExecutor
@@ -276,6 +277,18 @@ def declare_parameters(node, params: dict[str, tuple[Any, str]]) -> SimpleNamesp
 
 
 # ---- the lifecycle node base and the process entry point ----------------------------------------------------------
+def status_array(stamp_ns: int, name: str, message: str, hardware_id: str, values: dict[str, str],
+                 level: bytes | None = None) -> DiagnosticArray:
+    """One ``DiagnosticStatus`` (level OK unless given) in a stamped ``DiagnosticArray``: the form of every
+    diagnostics, policy-info and episode message of the r2s nodes."""
+    arr = DiagnosticArray()
+    set_stamp(arr.header.stamp, stamp_ns)
+    arr.status = [DiagnosticStatus(level=DiagnosticStatus.OK if level is None else level, name=name, message=message,
+                                   hardware_id=hardware_id,
+                                   values=[KeyValue(key=k, value=v) for k, v in values.items()])]
+    return arr
+
+
 class R2sNode(LifecycleNode):
     """A lifecycle node with a ``SubscriptionLoop`` and a throttled logger for the hot path.
 

@@ -35,7 +35,7 @@ import time
 
 import numpy as np
 import onnxruntime as ort
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
@@ -45,7 +45,7 @@ from stack.ros import topics
 from stack.runtime import MetadataError, ObservationError, OnnxPolicy, PolicyOutputError
 from stack.ros.common import (
     QOS_LATCHED, QOS_RELIABLE, QOS_STATE, SUCCESS, JointMatcher, JointNameError, R2sNode, declare_parameters,
-    load_robot, run_node, set_stamp,
+    load_robot, run_node, status_array,
 )
 
 PARAMS = {
@@ -339,12 +339,7 @@ class PolicyNode(R2sNode):
             "action_names": json.dumps(list(meta.action_names)), "horizon": str(meta.horizon),
             "act_steps": str(meta.act_steps), "path": self.p.policy_path,
         }
-        arr = DiagnosticArray()
-        set_stamp(arr.header.stamp, self.now_ns())
-        arr.status = [DiagnosticStatus(level=DiagnosticStatus.OK, name="policy", message=meta.content_hash,
-                                       hardware_id=self.spec.name,
-                                       values=[KeyValue(key=k, value=v) for k, v in values.items()])]
-        self._info_pub.publish(arr)
+        self._info_pub.publish(status_array(self.now_ns(), "policy", meta.content_hash, self.spec.name, values))
 
     def _publish_diagnostics(self) -> None:
         with self._lock:
@@ -371,12 +366,8 @@ class PolicyNode(R2sNode):
         level = DiagnosticStatus.OK if steps and not refused else DiagnosticStatus.WARN
         message = "ok" if level == DiagnosticStatus.OK else (
             f"{refused} refused observation(s)" if refused else "no steps")
-        arr = DiagnosticArray()
-        set_stamp(arr.header.stamp, self.now_ns())
-        arr.status = [DiagnosticStatus(level=level, name=f"{self.get_name()}: policy", message=message,
-                                       hardware_id=self.spec.name,
-                                       values=[KeyValue(key=k, value=v) for k, v in values.items()])]
-        self._diag_pub.publish(arr)
+        self._diag_pub.publish(status_array(self.now_ns(), f"{self.get_name()}: policy", message, self.spec.name,
+                                            values, level))
 
 
 def main(argv: list[str] | None = None) -> int:

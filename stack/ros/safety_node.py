@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray, String
 from std_srvs.srv import Trigger
@@ -31,7 +31,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from stack.ros import topics
 from stack.ros.common import (
     QOS_LATCHED, QOS_RELIABLE, QOS_STATE, SUCCESS, JointMatcher, JointNameError, R2sNode, declare_parameters,
-    load_robot, run_node, set_stamp,
+    load_robot, run_node, set_stamp, status_array,
 )
 from stack.ros.safety import AUTHORITIES, Decision, SafetySupervisor
 
@@ -335,12 +335,8 @@ class SafetyNode(R2sNode):
                 "limited": str(self.limited), "watchdog_timeout_ms": f"{self.timeout_s * 1e3:.1f}",
             }
             message = f"hold: {sup.hold_reason}" if sup.holding else "ok"
-        arr = DiagnosticArray()
-        set_stamp(arr.header.stamp, self.now_ns())
-        arr.status = [DiagnosticStatus(level=level, name=f"{self.get_name()}: safety", message=message,
-                                       hardware_id=self.spec.name,
-                                       values=[KeyValue(key=k, value=v) for k, v in values.items()])]
-        self._diag_pub.publish(arr)
+        self._diag_pub.publish(status_array(self.now_ns(), f"{self.get_name()}: safety", message, self.spec.name,
+                                            values, level))
 
 
 def main(argv: list[str] | None = None) -> int:

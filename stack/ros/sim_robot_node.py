@@ -43,7 +43,7 @@ from collections import deque
 
 import mujoco
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64, Float64MultiArray
@@ -53,7 +53,7 @@ from trajectory_msgs.msg import JointTrajectory
 from stack.ros import topics
 from stack.ros.common import (
     QOS_RELIABLE, SUCCESS, JointMatcher, JointNameError, R2sNode, declare_parameters, load_robot, run_node,
-    set_stamp,
+    set_stamp, status_array,
 )
 
 PARAMS = {
@@ -443,12 +443,8 @@ class SimRobotNode(R2sNode):
 
     def _publish_episode(self, event: str, values: dict[str, str]) -> None:
         values = {"episode": str(self.episode), "robot": self.spec.name, "task": self.p.task, **values}
-        arr = DiagnosticArray()
-        set_stamp(arr.header.stamp, int(self.sim_time * 1e9) if self.sim_clock else self.now_ns())
-        arr.status = [DiagnosticStatus(level=DiagnosticStatus.OK, name="episode", message=event,
-                                       hardware_id=self.spec.name,
-                                       values=[KeyValue(key=k, value=v) for k, v in values.items()])]
-        self._episode_pub.publish(arr)
+        stamp_ns = int(self.sim_time * 1e9) if self.sim_clock else self.now_ns()
+        self._episode_pub.publish(status_array(stamp_ns, "episode", event, self.spec.name, values))
         self.get_logger().info(f"episode {self.episode} {event} " + " ".join(f"{k}={v}" for k, v in values.items()
                                                                             if k not in ("robot", "task")))
 
@@ -460,12 +456,7 @@ class SimRobotNode(R2sNode):
         if lat.size:
             values["latency_p50_ms"] = f"{np.percentile(lat, 50):.3f}"
             values["latency_p99_ms"] = f"{np.percentile(lat, 99):.3f}"
-        arr = DiagnosticArray()
-        set_stamp(arr.header.stamp, self.now_ns())
-        arr.status = [DiagnosticStatus(level=DiagnosticStatus.OK, name=f"{self.get_name()}: sim", message="ok",
-                                       hardware_id=self.spec.name,
-                                       values=[KeyValue(key=k, value=v) for k, v in values.items()])]
-        self._diag_pub.publish(arr)
+        self._diag_pub.publish(status_array(self.now_ns(), f"{self.get_name()}: sim", "ok", self.spec.name, values))
 
     def _write_stats(self) -> None:
         if not self.p.stats_path:
