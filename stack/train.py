@@ -304,9 +304,10 @@ class OnPolicyRunner:
         return AlgoPolicy(self.algo, self.obs_normalizer, self.action_scaler, self.device)
 
     def evaluate(self, video: bool = False) -> dict:
-        return evaluate_policy_fn(self.trained_policy(), self.cfg.env.task, self.cfg.eval_episodes,
-                                  seed=EVAL_SEED_OFFSET + 1000 * self.cfg.seed, video=video,
-                                  task_kwargs=task_kwargs_of(self.cfg))
+        from stack.evaluate import evaluate
+
+        return evaluate(self.trained_policy(), self.cfg.env.task, self.cfg.eval_episodes,
+                        seed=EVAL_SEED_OFFSET + 1000 * self.cfg.seed, video=video, task_kwargs=task_kwargs_of(self.cfg))
 
     # ---- the loop -----------------------------------------------------------------------------------------------
     def learn(self) -> Path:
@@ -379,36 +380,16 @@ class OnPolicyRunner:
         frames = result.get("frames") or []
         if not frames:
             # render failed (warned) or the video was taken by an earlier eval: render one episode now
-            result = evaluate_policy_fn(self.trained_policy(), self.cfg.env.task, 1,
-                                        seed=EVAL_SEED_OFFSET + 1000 * self.cfg.seed, video=True,
-                                        task_kwargs=task_kwargs_of(self.cfg))
+            from stack.evaluate import evaluate
+
+            result = evaluate(self.trained_policy(), self.cfg.env.task, 1, seed=EVAL_SEED_OFFSET + 1000 * self.cfg.seed,
+                              video=True, task_kwargs=task_kwargs_of(self.cfg))
             frames = result["frames"]
         if frames:
             try:
                 self.run.save_video(frames, fps=result.get("fps", 30))
             except Exception as e:
                 warnings.warn(f"video not written ({type(e).__name__}: {e})", stacklevel=2)
-
-
-def evaluate_policy_fn(policy, task: str, episodes: int, seed: int, video: bool = False,
-                       task_kwargs: dict | None = None) -> dict:
-    """``stack.evaluate.evaluate`` for any trained-policy callable; one that keeps per-env chunk queues
-    (``act_batch(obs, env_indices)``, ``reset()``) is told which envs are still running."""
-    from stack.evaluate import evaluate
-
-    if not hasattr(policy, "act_batch"):
-        return evaluate(policy, task, episodes, seed=seed, video=video, task_kwargs=task_kwargs)
-    from stack.evaluate import _make_env, run_episodes
-
-    envs = [_make_env(task, task_kwargs, render=video and i == 0) for i in range(episodes)]
-    policy.reset()
-    try:
-        out = run_episodes(envs, policy.act_batch, seed, render_first=video)
-        out["fps"] = int(envs[0].metadata.get("render_fps") or 30)
-    finally:
-        for env in envs:
-            env.close()
-    return out
 
 
 def _eval_metrics(result: dict) -> dict:
@@ -525,5 +506,5 @@ def train(cfg: TrainConfig) -> Path:
     raise NotImplementedError(f"algo={cfg.algo!r}: stack.train runs {ON_POLICY} and 'sac' (BC: stack.algos.bc)")
 
 
-__all__ = ["AlgoPolicy", "OnPolicyRunner", "TrainedPolicy", "evaluate_policy_fn", "load_normalization",
+__all__ = ["AlgoPolicy", "OnPolicyRunner", "TrainedPolicy", "load_normalization",
            "load_pretrained", "load_trained_policy", "make_algo", "resolve_device", "train", "train_sac"]

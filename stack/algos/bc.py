@@ -273,17 +273,11 @@ class ChunkedPolicy:
 def evaluate_policy(policy: ChunkedPolicy, task: str, episodes: int, seed: int = EVAL_SEED,
                     task_kwargs: dict | None = None) -> dict:
     """``episodes`` envs side by side (env i reset with seed + i) → return_mean/std, success_rate, … (the keys of
-    ``stack.evaluate.run_episodes``)."""
-    from sim.pool import resolve_task
-    from stack.evaluate import run_episodes
+    ``stack.evaluate.run_episodes``), through ``stack.evaluate.evaluate`` (which resets the policy and drives its
+    ``act_batch``)."""
+    from stack.evaluate import evaluate
 
-    envs = [resolve_task(task)(**(task_kwargs or {})) for _ in range(episodes)]
-    policy.reset()
-    try:
-        out = run_episodes(envs, policy.act_batch, seed)
-    finally:
-        for env in envs:
-            env.close()
+    out = evaluate(policy, task, episodes, seed, task_kwargs=task_kwargs)
     out.pop("frames", None)
     return out
 

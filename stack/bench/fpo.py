@@ -128,7 +128,8 @@ def initial_return(cfg, episodes: int) -> dict:
     from sim.pool import resolve_task
     from stack.normalize import ObsNormalizer
     from stack.rollout import ActionScaler
-    from stack.train import EVAL_SEED_OFFSET, AlgoPolicy, TrainedPolicy, evaluate_policy_fn, make_algo, task_kwargs_of
+    from stack.evaluate import evaluate
+    from stack.train import EVAL_SEED_OFFSET, AlgoPolicy, TrainedPolicy, make_algo, task_kwargs_of
 
     env = resolve_task(cfg.env.task)(**task_kwargs_of(cfg))
     obs_dim, space = int(np.prod(env.observation_space.shape)), env.action_space
@@ -137,16 +138,17 @@ def initial_return(cfg, episodes: int) -> dict:
     algo = make_algo(cfg, obs_dim, int(space.shape[0]), torch.device(cfg.device))
     norm, scaler = ObsNormalizer(obs_dim), ActionScaler.for_space(space)
     policy = TrainedPolicy(algo.policy, norm, scaler) if cfg.algo == "ppo" else AlgoPolicy(algo, norm, scaler)
-    return evaluate_policy_fn(policy, cfg.env.task, episodes, EVAL_SEED_OFFSET + 1000 * cfg.seed,
+    return evaluate(policy, cfg.env.task, episodes, EVAL_SEED_OFFSET + 1000 * cfg.seed,
                               task_kwargs=task_kwargs_of(cfg))
 
 
 def random_noise_return(run_dir: Path, cfg, episodes: int) -> float:
     """The final FPO checkpoint with its ODE started from N(0, I) noise (seeded) instead of zeros."""
-    from stack.train import EVAL_SEED_OFFSET, evaluate_policy_fn, load_trained_policy, task_kwargs_of
+    from stack.evaluate import evaluate
+    from stack.train import EVAL_SEED_OFFSET, load_trained_policy, task_kwargs_of
 
     policy = load_trained_policy(run_dir, zero_noise=False)
-    return evaluate_policy_fn(policy, cfg.env.task, episodes, EVAL_SEED_OFFSET + 1000 * cfg.seed,
+    return evaluate(policy, cfg.env.task, episodes, EVAL_SEED_OFFSET + 1000 * cfg.seed,
                               task_kwargs=task_kwargs_of(cfg))["return_mean"]
 
 

@@ -14,9 +14,10 @@ import pytest
 import torch
 
 from stack.config import EnvConfig, FPOConfig, TrainConfig
+from stack.evaluate import evaluate
 from stack.normalize import ObsNormalizer, RewardScaler
 from stack.rollout import ActionScaler, RolloutCollector, RolloutStorage
-from stack.train import EVAL_SEED_OFFSET, TIMING_KEYS, evaluate_policy_fn, load_trained_policy, make_algo, train
+from stack.train import EVAL_SEED_OFFSET, TIMING_KEYS, load_trained_policy, make_algo, train
 
 
 # ---- the pool's idle envs -------------------------------------------------------------------------------------------
@@ -167,7 +168,7 @@ def test_fpo_run_resumes_exactly_and_reloads_to_its_final_evaluation(tmp_path):
     assert whole[0]["env_steps"] < 16 * 4 * 3
     # the loaded policy (zero-sampling, chunks of 3) replays the final evaluation exactly
     policy = load_trained_policy(part)
-    again = evaluate_policy_fn(policy, "point_mass", 3, EVAL_SEED_OFFSET + 1000 * 7,
+    again = evaluate(policy, "point_mass", 3, EVAL_SEED_OFFSET + 1000 * 7,
                                task_kwargs={"max_episode_steps": 20})
     assert again["return_mean"] == pytest.approx(resumed[-1]["eval_return"], abs=1e-9)
     # random-noise evaluation is a sampling override away
