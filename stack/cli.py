@@ -85,14 +85,10 @@ def _algo_flag(argv: list[str]) -> str | None:
 
 def _preset_algo(argv: list[str]) -> str | None:
     """The ``algo`` a ``--preset`` names (so ``--preset reach_bc`` needs no ``--algo bc``)."""
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--preset", default=None)
-    known, _ = pre.parse_known_args(argv)
-    if not known.preset:
-        return None
-    from stack.config import load_preset
+    from stack.config import split_preset
 
-    return load_preset(known.preset).get("algo")
+    preset, _ = split_preset(argv)
+    return preset.get("algo") if preset else None
 
 
 def cmd_demos(argv: list[str]) -> int:
@@ -105,12 +101,10 @@ def parse_train_config(argv: list[str], prog: str):
     """``[--preset NAME] [flags]``: the preset's values first, then the flags on top."""
     import tyro
 
-    from stack.config import TrainConfig, from_dict, list_presets, load_preset
+    from stack.config import TrainConfig, from_dict, list_presets, split_preset
 
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--preset", default=None, help=f"YAML preset: one of {list_presets()} or a path")
-    known, rest = pre.parse_known_args(argv)
-    base = from_dict(TrainConfig, load_preset(known.preset)) if known.preset else TrainConfig()
+    preset, rest = split_preset(argv)
+    base = from_dict(TrainConfig, preset) if preset is not None else TrainConfig()
     return tyro.cli(TrainConfig, args=rest, default=base, prog=prog,
                     description=f"Train a policy. Presets (--preset): {', '.join(list_presets())}.")
 

@@ -334,6 +334,17 @@ def list_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
+def split_preset(argv: list[str]) -> tuple[dict | None, list[str]]:
+    """``[--preset NAME_OR_PATH] [flags]`` → (the preset's values or None, the remaining flags). Shared by every
+    command whose typed config takes a preset (the preset's values first, the flags on top)."""
+    import argparse
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset", default=None)
+    known, rest = pre.parse_known_args(argv)
+    return (load_preset(known.preset) if known.preset else None), rest
+
+
 def load_preset(name_or_path: str) -> dict:
     path = Path(name_or_path)
     if not path.exists():

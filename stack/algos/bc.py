@@ -28,7 +28,6 @@ the exporter find what they expect)::
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import json
@@ -553,12 +552,10 @@ def parse_bc_config(argv: list[str], prog: str = "r2s train --algo bc") -> BCCon
     """``[--preset NAME] [flags]``: a preset's values (YAML keys = BCConfig fields), then the flags on top."""
     import tyro
 
-    from stack.config import from_dict, load_preset
+    from stack.config import from_dict, split_preset
 
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--preset", default=None)
-    known, rest = pre.parse_known_args(argv)
-    base = from_dict(BCConfig, load_preset(known.preset)) if known.preset else BCConfig()
+    preset, rest = split_preset(argv)
+    base = from_dict(BCConfig, preset) if preset is not None else BCConfig()
     return tyro.cli(BCConfig, args=rest, default=base, prog=prog,
                     description="Behaviour cloning from an episode dataset (presets: *_bc*.yaml).")
 
