@@ -230,8 +230,11 @@ def read_bag(path: str | os.PathLike) -> dict[str, list]:
     from mcap_ros2.decoder import DecoderFactory
 
     path = Path(path)
-    files = sorted(path.glob("*.mcap"), key=lambda p: int(re.findall(r"_(\d+)\.mcap$", p.name)[0])
-                   if re.search(r"_(\d+)\.mcap$", p.name) else 0) if path.is_dir() else [path]
+    def index(file: Path) -> int:  # <name>_<i>.mcap, in rotation order (not text order: _10 after _9)
+        m = re.search(r"_(\d+)\.mcap$", file.name)
+        return int(m.group(1)) if m else 0
+
+    files = sorted(path.glob("*.mcap"), key=index) if path.is_dir() else [path]
     if not files:
         raise FileNotFoundError(f"read_bag: no .mcap file in {path}")
     out: dict[str, list] = {}
