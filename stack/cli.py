@@ -42,6 +42,7 @@ BENCHES: dict[str, str] = {
     "deploy": "closed loop policy → safety → sim robot over ROS 2 (DDS): rate, jitter, latency vs a bare relay",
     "dppo": "DPPO fine-tuning of a BC-pretrained diffusion policy (beside FPO on a flow policy): return before/after",
     "fpo": "FPO / FPO++ vs Gaussian PPO from scratch at the same budget and seeds; multimodality check",
+    "faults": "fault injection against the real policy and safety nodes over DDS: hold latency, unsafe commands",
 }
 
 
@@ -188,6 +189,8 @@ def cmd_bench(argv: list[str]) -> int:
         result = bench.run(task=args.task or "hopper", quick=args.quick, device=args.device)
     elif args.which == "fpo":  # no --task: reach (quick) or halfcheetah then reach (full)
         result = bench.run(task=args.task, quick=args.quick, device=args.device)
+    elif args.which == "faults":  # stack.bench.faults.run(quick=...) -> dict (needs the ROS 2 wheels)
+        result = bench.run(quick=args.quick)
     else:
         result = bench.run(quick=args.quick)
     print(json.dumps(result))
