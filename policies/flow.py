@@ -17,6 +17,7 @@ from torch import nn
 from policies.common import ChunkDenoiser, check_chunk, flatten_obs, register
 
 LOSS_MODES = ("velocity", "epsilon")
+REDUCTIONS = ("sum", "per_position")
 
 
 @register
@@ -89,16 +90,20 @@ class FlowPolicy(nn.Module):
         return self.sample(obs, noise=noise, steps=steps, zero_noise=zero_noise)
 
     def cfm_loss(self, obs: torch.Tensor, actions: torch.Tensor, tau: torch.Tensor, eps: torch.Tensor,
-                 mode: str | None = None) -> torch.Tensor:
-        """Per-sample conditional flow-matching loss, summed over (H, act_dim).
+                 mode: str | None = None, reduction: str = "sum") -> torch.Tensor:
+        """Per-sample conditional flow-matching loss — the one CFM loss of r2s (BC and FPO's ratio both use it).
 
-        Shapes: actions [B, H, A]; either tau [B] with eps [B, H, A] → [B], or N_mc pairs per action, tau [B, N] with
-        eps [B, N, H, A] → [B, N] (FPO stores these pairs at rollout time and re-evaluates them every epoch).
-        mode: "velocity" ‖v − (ε − a)‖² or "epsilon" ‖x_τ + (1 − τ)·v − ε‖²; None → self.loss_mode.
+        Shapes: actions [B, H, A]; either tau [B] with eps [B, H, A] → lead = [B], or N_mc pairs per action, tau
+        [B, N] with eps [B, N, H, A] → lead = [B, N] (FPO stores these pairs at rollout time and re-evaluates them
+        every epoch). mode: "velocity" ‖v − (ε − a)‖² or "epsilon" ‖x_τ + (1 − τ)·v − ε‖²; None → self.loss_mode.
+        reduction: "sum" over (H, act_dim) → lead; "per_position": the mean over act_dim of each chunk position →
+        lead + [H] (FPO sums the positions a decision executed).
         """
         mode = self.loss_mode if mode is None else mode
         if mode not in LOSS_MODES:
             raise ValueError(f"mode={mode!r}; expected one of {LOSS_MODES}")
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"reduction={reduction!r}; expected one of {REDUCTIONS}")
         b = actions.shape[0]
         check_chunk("actions", actions, None, self.horizon, self.act_dim)
         lead = tuple(tau.shape)
@@ -121,6 +126,8 @@ class FlowPolicy(nn.Module):
             err = v - (e - a)
         else:
             err = x_tau + (1 - tt) * v - e
+        if reduction == "per_position":
+            return err.pow(2).mean(-1).reshape(lead + (self.horizon,))
         return err.pow(2).sum(dim=(-1, -2)).reshape(lead)
 
     def bc_loss(self, obs: torch.Tensor, actions: torch.Tensor, tau: torch.Tensor | None = None,

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 COMMANDS: dict[str, str] = {
     "demo": "run the whole loop that exists on the embedded default (train in MuJoCo, plot, video, …)",
-    "train": "train a policy (PPO, SAC; --algo bc --dataset DIR for behaviour cloning) from a preset and flags",
+    "train": "train a policy (PPO, FPO, DPPO, SAC; BC with --algo bc --dataset DIR) from a preset and flags",
     "demos": "record demonstrations from a baseline controller or a trained run (an on-disk episode dataset)",
     "eval": "evaluate a trained run in simulation (return, success rate, optional video)",
     "export": "export a trained policy to one ONNX file with metadata",
@@ -63,33 +63,12 @@ def cmd_tasks(argv: list[str]) -> int:
 
 
 def cmd_train(argv: list[str]) -> int:
-    if (_algo_flag(argv) or _preset_algo(argv)) == "bc":  # BC trains from a dataset, with its own typed config
-        from stack.algos.bc import cmd_train_bc
-
-        return cmd_train_bc(argv)
     cfg = parse_train_config(argv, prog="r2s train")
     from stack.train import train
 
     run_dir = train(cfg)
     print(f"run directory: {run_dir}")
     return 0
-
-
-def _algo_flag(argv: list[str]) -> str | None:
-    for i, a in enumerate(argv):
-        if a == "--algo" and i + 1 < len(argv):
-            return argv[i + 1]
-        if a.startswith("--algo="):
-            return a.split("=", 1)[1]
-    return None
-
-
-def _preset_algo(argv: list[str]) -> str | None:
-    """The ``algo`` a ``--preset`` names (so ``--preset reach_bc`` needs no ``--algo bc``)."""
-    from stack.config import split_preset
-
-    preset, _ = split_preset(argv)
-    return preset.get("algo") if preset else None
 
 
 def cmd_demos(argv: list[str]) -> int:
@@ -113,27 +92,31 @@ def parse_train_config(argv: list[str], prog: str):
 def cmd_eval(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="r2s eval", description=COMMANDS["eval"])
     p.add_argument("run_dir", help="a run directory (runs/<name>)")
-    p.add_argument("--episodes", type=int, default=10)
-    p.add_argument("--seed", type=int, default=10_000)
+    p.add_argument("--episodes", type=int, default=None, help="default: the run's eval_episodes")
+    p.add_argument("--seed", type=int, default=None,
+                   help="first env seed (default: the run's evaluation seed, 1_000_000 + 1000·seed, so the result "
+                        "reproduces the last eval_return of its metrics.csv)")
     p.add_argument("--video", action="store_true", help="write eval.mp4 into the run directory")
+    p.add_argument("--json", action="store_true", help="print the result as JSON on the last line")
     args = p.parse_args(argv)
-    from pathlib import Path
+    from stack.checkpoint import CheckpointError
+    from stack.evaluate import evaluate_run
 
-    meta = Path(args.run_dir) / "checkpoints" / "latest" / "meta.json"
-    if not meta.is_file():
-        print(f"r2s eval: no checkpoint in {args.run_dir} (expected {meta})", file=sys.stderr)
-        return 1
-    if json.loads(meta.read_text()).get("algo") == "bc":
-        from stack.algos.bc import evaluate_bc_run
-
-        if args.video:
-            print("r2s eval: --video is not supported for BC runs yet; evaluating without", file=sys.stderr)
-        result = evaluate_bc_run(args.run_dir, episodes=args.episodes, seed=args.seed)
-    else:
-        from stack.evaluate import evaluate_run
-
+    try:
         result = evaluate_run(args.run_dir, episodes=args.episodes, seed=args.seed, video=args.video)
-    print(json.dumps(result))
+    except CheckpointError as e:
+        print(f"r2s eval: {e}", file=sys.stderr)
+        return 1
+    result.pop("returns", None)
+    line = (f"{args.run_dir}: return {result['return_mean']:.3f} ± {result['return_std']:.3f} over "
+            f"{result['episodes']} episodes (seeds {result['seed']}…)")
+    if result["has_success"]:
+        line += f", success {100 * result['success_rate']:.0f} %"
+    if result["metrics_csv_return"] is not None:
+        line += f"; metrics.csv's last eval_return {result['metrics_csv_return']:.3f}"
+    print(line)
+    if args.json:
+        print(json.dumps(result))
     return 0
 
 

@@ -36,19 +36,37 @@ class EnvConfig:
 
 
 @dataclass
-class PPOConfig:
+class OnPolicyConfig:
+    """The fields every on-policy algorithm's section has: what the on-policy runner and the shared pieces of
+    ``stack.algos.on_policy`` (GAE, the learning-rate schedule, normalisers) read. Each section sets its defaults."""
+
+    rollout_steps: int = 256
+    """Decisions (policy calls) per env per iteration; env steps ≈ rollout_steps × num_envs × act_steps."""
+    gamma: float = 0.99
+    """Discount (per decision)."""
+    gae_lambda: float = 0.95
+    """GAE λ."""
+    anneal_lr: bool = True
+    """Linearly anneal the learning rate(s) to 0 over the run."""
+    norm_obs: bool = True
+    """Normalise observations with running statistics (saved with the checkpoint, baked into the export; with
+    init_from: the pretrained statistics, frozen)."""
+    norm_reward: bool = True
+    """Scale rewards by a running std of the discounted return (per decision)."""
+    clip_obs: float = 10.0
+    """Clip normalised observations to ±clip_obs."""
+    clip_reward: float = 10.0
+    """Clip scaled rewards to ±clip_reward."""
+
+
+@dataclass
+class PPOConfig(OnPolicyConfig):
     """Clipped PPO with GAE (Schulman et al. 2017); defaults follow CleanRL's ppo_continuous_action."""
 
     rollout_steps: int = 256
     """Steps per env per iteration (batch = rollout_steps × num_envs)."""
     lr: float = 3e-4
     """Adam learning rate (actor and critic)."""
-    anneal_lr: bool = True
-    """Linearly anneal the learning rate to 0 over the run."""
-    gamma: float = 0.99
-    """Discount."""
-    gae_lambda: float = 0.95
-    """GAE λ."""
     num_minibatches: int = 32
     """Minibatches per epoch."""
     update_epochs: int = 10
@@ -67,14 +85,6 @@ class PPOConfig:
     """Gradient-norm clip."""
     target_kl: float | None = None
     """Stop the epochs of an update early when the approximate KL exceeds this."""
-    norm_obs: bool = True
-    """Normalise observations with running statistics (saved with the checkpoint, baked into the export)."""
-    norm_reward: bool = True
-    """Scale rewards by a running std of the discounted return."""
-    clip_obs: float = 10.0
-    """Clip normalised observations to ±clip_obs."""
-    clip_reward: float = 10.0
-    """Clip scaled rewards to ±clip_reward."""
     hidden: tuple[int, ...] = (64, 64)
     """Hidden layer widths of actor and critic."""
     log_std_init: float = 0.0
@@ -115,7 +125,7 @@ class SACConfig:
 
 
 @dataclass
-class FPOConfig:
+class FPOConfig(OnPolicyConfig):
     """Flow Policy Optimization (McAllister et al. 2025) with the FPO++ options (Yi, Choi et al. 2026); the algorithm
     is ``stack.algos.fpo``. Defaults are FPO's (DM Control reference: 10 Euler steps, N_mc 8, clip 0.05, actor 4×32
     SiLU, critic 5×256, Adam 3e-4); ``variant: fpo++`` switches the FPO++ options on where they are left at None."""
@@ -130,10 +140,6 @@ class FPOConfig:
     """Critic learning rate (None: lr). FPO++ fine-tuning from BC: actor 1e-5, critic 1e-4."""
     anneal_lr: bool = False
     """Linearly anneal the learning rates to 0 over the run (FPO: constant)."""
-    gamma: float = 0.99
-    """Discount per decision."""
-    gae_lambda: float = 0.95
-    """GAE λ."""
     num_minibatches: int = 32
     """Minibatches per epoch."""
     update_epochs: int = 16
@@ -181,18 +187,10 @@ class FPOConfig:
     """Critic hidden widths (FPO: 5×256)."""
     critic_activation: str = "silu"
     """Critic activation."""
-    norm_obs: bool = True
-    """Normalise observations with running statistics (with init_from: the BC statistics, frozen)."""
-    norm_reward: bool = True
-    """Scale rewards by a running std of the discounted return (per decision)."""
-    clip_obs: float = 10.0
-    """Clip normalised observations to ±clip_obs."""
-    clip_reward: float = 10.0
-    """Clip scaled rewards to ±clip_reward."""
 
 
 @dataclass
-class DPPOConfig:
+class DPPOConfig(OnPolicyConfig):
     """DPPO fine-tuning (Ren et al. 2024; the algorithm is ``stack.algos.dppo``); defaults are the paper's Gym
     (Hopper, Walker2d, HalfCheetah) configs. Defined here, torch-free, so ``TrainConfig`` can hold it."""
 
@@ -208,10 +206,6 @@ class DPPOConfig:
     """Actions of each chunk executed before re-planning (≤ the policy's horizon)."""
     rollout_steps: int = 500
     """Decisions (chunks) per env per iteration."""
-    gamma: float = 0.99
-    """Discount per decision (per chunk)."""
-    gae_lambda: float = 0.95
-    """GAE λ."""
     batch_size: int = 50_000
     """Minibatch size in (env step × denoising step) pairs."""
     update_epochs: int = 5
@@ -260,12 +254,6 @@ class DPPOConfig:
     """Iterations that train the critic only."""
     norm_obs: bool = False
     """Running observation normalisation from scratch (with init_from the BC statistics are used, frozen)."""
-    clip_obs: float = 10.0
-    """Clip normalised observations to ±clip_obs."""
-    norm_reward: bool = True
-    """Divide rewards by the running std of the discounted return."""
-    clip_reward: float = 10.0
-    """Clip scaled rewards to ±clip_reward."""
     critic_hidden: tuple[int, ...] = (256, 256, 256)
     """Critic: residual MLP widths (Mish)."""
     logprob_batch: int = 20_000
@@ -280,11 +268,80 @@ class DPPOConfig:
 
 
 @dataclass
+class BCConfig:
+    """Behaviour cloning of an episode dataset (``TrainConfig.dataset``) into a Gaussian, diffusion or flow policy
+    (DPPO's pretraining stage; the algorithm is ``stack.algos.bc``, the loop ``stack.runners.offline``). The run's
+    step axis is gradient steps: ``eval_every`` and ``checkpoint_every`` count them."""
+
+    task: str | None = None
+    """Task to evaluate in (default: the dataset's task)."""
+    task_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments for the evaluation task (default: what the demos were recorded with)."""
+    horizon: int = 4
+    """Action chunk predicted per call (diffusion/flow; Gaussian: 1)."""
+    act_steps: int = 4
+    """Actions of each chunk executed before re-planning (≤ horizon)."""
+    obs_steps: int = 1
+    """Observations the policy is conditioned on (the last obs_steps)."""
+    policy_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra constructor arguments of the policy (hidden, denoising_steps, euler_steps, activation, …)."""
+    batch_size: int = 128
+    """Minibatch size (DPPO: 128)."""
+    epochs: int = 100
+    """Passes over the dataset's frames (used when grad_steps is None)."""
+    grad_steps: int | None = None
+    """Gradient-step budget; overrides epochs."""
+    lr: float = 1e-3
+    """Initial AdamW learning rate (DPPO: 1e-3)."""
+    lr_final: float = 1e-4
+    """Learning rate at the end of the schedule (DPPO: 1e-4)."""
+    lr_schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    """Decay from lr to lr_final over the run."""
+    warmup_steps: int = 0
+    """Linear learning-rate warm-up from 0 over this many steps."""
+    weight_decay: float = 1e-6
+    """AdamW weight decay (DPPO: 1e-6)."""
+    max_grad_norm: float | None = None
+    """Clip the global gradient norm (None = off, as DPPO's pretraining)."""
+    ema: bool | None = None
+    """Keep an EMA of the weights and evaluate/save it (None: on for diffusion and flow, off for Gaussian)."""
+    ema_decay: float = 0.995
+    """EMA decay per gradient step (DPPO: 0.995)."""
+    gaussian_objective: Literal["nll", "mse"] = "mse"
+    """Gaussian BC loss: 'mse' of the mean (the std keeps its init) or 'nll' (the std is learned too)."""
+    obs_clip: float = 10.0
+    """Clip normalised observations to ±obs_clip."""
+    obs_std_floor: float = 1e-2
+    """Lower bound on the per-dimension observation std used for normalisation."""
+    action_key: Literal["action", "action.proposal"] = "action"
+    """Column to clone: the executed action, or the demonstrator's proposal (DART demos recorded with noise)."""
+    action_bounds: Literal["task", "dataset"] = "task"
+    """Min–max bounds of the action scaling: the task's action space (falls back to the dataset where the task's
+    bounds are infinite or the task is unknown) or the dataset's min/max."""
+    eval_sampler: Literal["ddpm", "ddim"] = "ddpm"
+    """Diffusion: sampler used in evaluation."""
+    eval_ddim_steps: int | None = None
+    """Diffusion with eval_sampler='ddim': number of DDIM steps (η = 0)."""
+    eval_zero_noise: bool = True
+    """Flow: start the ODE from ε = 0 in evaluation (else from seeded N(0, I))."""
+    eval_flow_steps: int | None = None
+    """Flow: Euler steps in evaluation (None = the policy's euler_steps)."""
+    log_every: int = 200
+    """Log the mean bc_loss every this many gradient steps."""
+
+
+ALGOS = ("ppo", "fpo", "dppo", "sac", "bc")
+"""Every algorithm ``r2s train`` runs; the runner of each: on-policy (ppo, fpo, dppo), off-policy (sac), offline
+(bc)."""
+ON_POLICY = ("ppo", "fpo", "dppo")
+
+
+@dataclass
 class TrainConfig:
     """One training run: algorithm, policy, task, budget."""
 
-    algo: Literal["ppo", "bc", "sac", "dppo", "fpo", "habc", "agency"] = "ppo"
-    """Training algorithm."""
+    algo: Literal["ppo", "fpo", "dppo", "sac", "bc"] = "ppo"
+    """Training algorithm: on-policy (ppo, fpo, dppo), off-policy (sac) or offline (bc, from ``dataset``)."""
     policy: Literal["gaussian", "diffusion", "flow"] = "gaussian"
     """Policy family."""
     env: EnvConfig = field(default_factory=EnvConfig)
@@ -292,6 +349,9 @@ class TrainConfig:
     sac: SACConfig = field(default_factory=SACConfig)
     fpo: FPOConfig = field(default_factory=FPOConfig)
     dppo: DPPOConfig = field(default_factory=DPPOConfig)
+    bc: BCConfig = field(default_factory=BCConfig)
+    dataset: str | None = None
+    """Episode dataset folder (LeRobotDataset v3.0, e.g. written by ``r2s demos``): what BC clones."""
     init_from: str | None = None
     """Fine-tune from this BC run directory (policy weights, observation normalisation — kept frozen — and action
     scaling come from its latest checkpoint); None: train from scratch."""
@@ -304,11 +364,15 @@ class TrainConfig:
     torch_threads: int = 1
     """torch intra-op threads (1 is fastest for small nets on a shared 2-core box)."""
     eval_every: int = 100_000
-    """Evaluate every this many env steps (0 = only at the end)."""
+    """Evaluate every this many steps of the run's axis — env steps, gradient steps for BC (0 = only at the end).
+    Evaluation env i is reset with seed 1_000_000 + 1000·seed + i (``stack.runners.eval_seed``), never a training
+    seed, and the policy's noise is seeded with the same number."""
     eval_episodes: int = 5
-    """Deterministic evaluation episodes."""
+    """Evaluation episodes (deterministic or zero-noise where the policy allows)."""
     checkpoint_every: int = 200_000
-    """Save a checkpoint every this many env steps (and always at the end)."""
+    """Save a checkpoint every this many steps of the run's axis (and always at the end)."""
+    keep_checkpoints: bool = False
+    """Also keep every periodic checkpoint as checkpoints/step_<N>/ (e.g. to pick a "medium" demonstrator)."""
     video: bool = False
     """Write an MP4 of one evaluation episode at the end."""
     name: str | None = None
@@ -319,13 +383,17 @@ class TrainConfig:
     """Resume from this run directory's latest checkpoint."""
     progress: bool = True
     """Show a progress bar."""
+    tensorboard: bool = True
+    """Also write TensorBoard events (when tensorboard is installed)."""
+    seeds: tuple[int, ...] = ()
+    """Train once per seed (``--seeds 1 2 3``) into runs/<name>/seed-<s>/ and aggregate them (mean ± standard error
+    across seeds: seeds.csv, summary.json, learning_curve.png); empty: one run with ``seed``."""
 
     @property
-    def algo_config(self):
-        """The on-policy algorithm's own section (``ppo``, ``fpo`` or ``dppo``): the runner reads rollout_steps, lr,
-        anneal_lr, gamma, norm_obs, norm_reward, clip_obs and clip_reward from it."""
-        if self.algo not in ("ppo", "fpo", "dppo"):
-            raise ValueError(f"algo={self.algo!r} has no on-policy section; expected 'ppo', 'fpo' or 'dppo'")
+    def on_policy(self) -> OnPolicyConfig:
+        """The on-policy algorithm's own section (``ppo``, ``fpo`` or ``dppo``)."""
+        if self.algo not in ON_POLICY:
+            raise ValueError(f"algo={self.algo!r} has no on-policy section; expected one of {ON_POLICY}")
         return getattr(self, self.algo)
 
 
@@ -376,7 +444,3 @@ def from_dict(cls, data: dict | None, base=None):
         else:
             updates[key] = value
     return dataclasses.replace(obj, **updates)
-
-
-def to_dict(config) -> dict:
-    return dataclasses.asdict(config)

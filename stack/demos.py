@@ -1,9 +1,9 @@
 """Record demonstrations into an episode dataset (``stack.data.episodes``): ``r2s demos``.
 
-An expert is the task's hand-written baseline controller (``"baseline"``), a trained run (its latest checkpoint, via
-``stack.train.load_trained_policy``: normalise → deterministic action → scale), one checkpoint folder of a run, or any
-callable ``obs -> action``. Episode i starts from ``reset(seed=seed + i)``, so a dataset is reproducible and its
-episodes are the ones ``stack.evaluate`` runs on the same seeds.
+An expert is the task's hand-written baseline controller (``"baseline"``), a trained run (its latest checkpoint, as a
+``stack.controller.PolicyController``: normalise → the policy as it samples at evaluation → scale), one checkpoint
+folder of a run, or any callable ``obs -> action``. Episode i starts from ``reset(seed=seed + i)``, so a dataset is
+reproducible and its episodes are the ones ``stack.evaluate`` runs on the same seeds.
 
 Action noise (``noise_std``) is Gaussian, drawn in the normalised action space ``[−1, 1]`` of the task's bounds, i.e.
 a fraction of each joint's half range (in raw units where the action space is unbounded). The noisy action, clipped to
@@ -16,7 +16,8 @@ with the expert's correction.
 agent whose return is roughly a third to a half of the expert's. D4RL cannot be downloaded here, so r2s records its
 own: ``quality`` is metadata only (stored in ``meta/info.json`` and every episode line); "medium" means a checkpoint
 whose return is about 1/3–1/2 of a fully trained expert's. ``select_checkpoint`` picks, from a run that saved
-checkpoints at several steps (``checkpoints/step_<N>/``), the one whose evaluated return is closest to a target.
+checkpoints at several steps (``keep_checkpoints``: ``checkpoints/step_<N>/``), the one whose evaluated return is
+closest to a target.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import argparse
 import csv
 import json
 import math
-import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,36 +37,19 @@ Expert = str | Path | Callable[[np.ndarray], np.ndarray]
 
 
 # ---- experts ------------------------------------------------------------------------------------------------------
-def load_checkpoint_policy(ckpt_dir: str | Path, device: str = "cpu"):
-    """One checkpoint folder (``policy/`` + ``normalization.json``) as a deterministic ``obs -> env action`` callable.
+def load_checkpoint_policy(path: str | Path, device: str = "cpu"):
+    """A run directory (its latest checkpoint) or one checkpoint folder as a ``stack.controller.PolicyController``
+    (normalise → the policy as its meta.json samples → clip and scale; chunk policies execute ``act_steps`` of each
+    chunk, then re-plan). Drive it with ``act_batch(obs, slots)`` after ``reset()``, or call it on one obs."""
+    from stack.controller import PolicyController
 
-    A BC run of a chunked policy (``meta.json`` algo "bc") is loaded by ``stack.algos.bc.load_bc_policy`` instead:
-    it executes ``act_steps`` of each predicted chunk, then re-plans.
-    """
-    ckpt = Path(ckpt_dir)
-    meta_path = ckpt / "meta.json"
-    if meta_path.exists() and json.loads(meta_path.read_text()).get("algo") == "bc":
-        from stack.algos.bc import load_bc_policy
-
-        return load_bc_policy(ckpt, device=device)
-    from policies import load_policy
-
-    from stack.normalize import ObsNormalizer
-    from stack.rollout import ActionScaler
-    from stack.train import TrainedPolicy
-
-    for part in ("policy", "normalization.json"):
-        if not (ckpt / part).exists():
-            raise FileNotFoundError(f"{ckpt}: not a checkpoint folder (no {part})")
-    policy = load_policy(ckpt / "policy", device=device)
-    norm = json.loads((ckpt / "normalization.json").read_text())
-    obs_normalizer = ObsNormalizer(policy.obs_dim)
-    obs_normalizer.load_state_dict(norm["obs"])
-    return TrainedPolicy(policy, obs_normalizer, ActionScaler.from_state_dict(norm["action"]), device)
+    return PolicyController.from_checkpoint(path, device=device)
 
 
 def _resolve_expert(expert: Expert, env) -> tuple[Callable[[np.ndarray], np.ndarray], str, str]:
     """(obs -> env action, authority, policy_version) for an expert spec."""
+    from stack import checkpoint
+
     if callable(expert):
         return expert, "policy", getattr(expert, "__name__", type(expert).__name__)
     if str(expert) == "baseline":
@@ -74,15 +57,10 @@ def _resolve_expert(expert: Expert, env) -> tuple[Callable[[np.ndarray], np.ndar
             raise ValueError(f"expert 'baseline': task {type(env).__name__} has no baseline controller")
         return env.baseline, "baseline", "baseline"
     path = Path(expert)
-    ckpt = path / "checkpoints" / "latest" if (path / "checkpoints").is_dir() else path
-    if not ckpt.exists():
+    if not path.exists():
         raise FileNotFoundError(f"expert {str(expert)!r}: neither 'baseline' nor a run directory / checkpoint folder")
-    policy = load_checkpoint_policy(ckpt)
-    version = f"{path.name}"
-    meta = ckpt / "meta.json"
-    if meta.exists():
-        version += f"@{json.loads(meta.read_text()).get('env_steps', '?')}"
-    return policy, "policy", version
+    meta = checkpoint.read_meta(path)
+    return load_checkpoint_policy(path), "policy", f"{path.name}@{meta['env_steps']}"
 
 
 class _NoisyExpert:
@@ -155,18 +133,11 @@ def record_demos(task: str, expert: Expert, episodes: int, seed: int, out_dir: s
 
 # ---- choosing a "medium" checkpoint ---------------------------------------------------------------------------------
 def run_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
-    """(env_steps, folder) of every checkpoint of a run: ``checkpoints/step_<N>/`` and ``checkpoints/latest/``."""
-    root = Path(run_dir) / "checkpoints"
-    found: dict[int, Path] = {}
-    for d in sorted(root.glob("step_*")):
-        m = re.fullmatch(r"step_(\d+)", d.name)
-        if m and (d / "policy").exists():
-            found[int(m.group(1))] = d
-    latest = root / "latest"
-    if (latest / "meta.json").exists():
-        steps = int(json.loads((latest / "meta.json").read_text())["env_steps"])
-        found.setdefault(steps, latest)
-    return sorted(found.items())
+    """(env_steps, folder) of every checkpoint of a run: ``checkpoints/step_<N>/`` (``keep_checkpoints``) and
+    ``checkpoints/latest/``."""
+    from stack import checkpoint
+
+    return checkpoint.list_checkpoints(run_dir)
 
 
 def _logged_eval_returns(run_dir: Path) -> dict[int, float]:
@@ -194,27 +165,22 @@ def select_checkpoint(run_dir: str | Path, target_return: float, evaluate_missin
     if not ckpts:
         raise FileNotFoundError(f"select_checkpoint: {run_dir}/checkpoints holds no checkpoint")
     logged = _logged_eval_returns(run_dir)
-    task = None
     scored: list[tuple[float, int, Path]] = []
     for steps, folder in ckpts:
         ret = logged.get(steps)
         if ret is None and evaluate_missing:
+            from stack import checkpoint
             from stack.evaluate import evaluate
 
-            task = task or _task_of_run(run_dir)
-            ret = evaluate(load_checkpoint_policy(folder), task, episodes, seed)["return_mean"]
+            meta = checkpoint.read_meta(folder)
+            ret = evaluate(load_checkpoint_policy(folder), meta["task"], episodes, seed,
+                           task_kwargs=meta.get("task_kwargs"))["return_mean"]
         if ret is not None:
             scored.append((float(ret), steps, folder))
     if not scored:
         raise ValueError(f"select_checkpoint: no return known for any checkpoint of {run_dir}")
     ret, _, folder = min(scored, key=lambda s: (abs(s[0] - target_return), s[1]))
     return folder, ret
-
-
-def _task_of_run(run_dir: Path) -> str:
-    import yaml
-
-    return yaml.safe_load((run_dir / "config.yaml").read_text())["env"]["task"]
 
 
 # ---- CLI ------------------------------------------------------------------------------------------------------------

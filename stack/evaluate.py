@@ -2,8 +2,9 @@
 
 ``evaluate(policy_fn, task, episodes, seed)`` runs ``episodes`` envs side by side, env ``i`` reset with ``seed + i``
 (the seeds the training pool would give, but a separate range is used by the runner), each for exactly one episode;
-``policy_fn`` maps a batch of raw observations ``[B, obs_dim]`` to env actions ``[B, act_dim]`` (for a trained run:
-normalise → Gaussian mean → clip → scale, see ``stack.train.load_trained_policy``). With ``video=True`` episode 0 is
+``policy_fn`` maps a batch of raw observations ``[B, obs_dim]`` to env actions ``[B, act_dim]``; a stateful controller
+(``stack.controller.PolicyController``: observation history and chunk queue per env) is reset and driven through its
+``act_batch(obs, env_indices)``. With ``video=True`` episode 0 is
 rendered (``render_mode="rgb_array"``, MuJoCo offscreen; ``MUJOCO_GL=egl`` by default); if rendering fails a warning
 is issued and the result carries no frames.
 
@@ -126,21 +127,35 @@ def evaluate_baseline(task, episodes: int = 10, seed: int = 10_000, task_kwargs:
     return out
 
 
-def evaluate_run(run_dir: str | Path, episodes: int = 10, seed: int = 10_000, video: bool = False,
+def evaluate_run(run_dir: str | Path, episodes: int | None = None, seed: int | None = None, video: bool = False,
                  device: str = "cpu") -> dict:
-    """Evaluate a training run's latest checkpoint on its own task (``r2s eval``); ``video``: write eval.mp4."""
-    from stack.runs import RunDir
-    from stack.train import load_trained_policy
+    """``r2s eval``: a run's latest checkpoint on the task it was trained (or evaluated) on.
 
+    Defaults reproduce the runner's evaluation: ``episodes`` = the run's ``eval_episodes``, ``seed`` = its evaluation
+    seed (``stack.runners.eval_seed``), so the result's ``return_mean`` equals the last ``eval_return`` of
+    ``metrics.csv`` for the final checkpoint (returned as ``metrics_csv_return``). ``video``: write eval.mp4."""
+    import csv
+
+    from stack import checkpoint
+    from stack.controller import PolicyController
+    from stack.runners.base import eval_seed
+    from stack.runs import RunDir
+
+    ckpt = checkpoint.load(run_dir)
     run = RunDir(run_dir, tensorboard=False)
-    env_cfg = run.load_config()["env"]
-    policy = load_trained_policy(run_dir, device=device)
-    task_kwargs = {**(env_cfg.get("task_kwargs") or {})}
-    if env_cfg.get("randomization"):
-        task_kwargs["randomization"] = env_cfg["randomization"]
-    out = evaluate(policy, env_cfg["task"], episodes, seed, video=video, task_kwargs=task_kwargs)
+    if episodes is None:
+        episodes = int(run.load_config().get("eval_episodes") or 10)
+    seed = eval_seed(ckpt.seed) if seed is None else int(seed)
+    policy = PolicyController.from_checkpoint(ckpt, device=device, seed=seed)
+    out = evaluate(policy, ckpt.task, episodes, seed, video=video, task_kwargs=ckpt.task_kwargs)
     frames = out.pop("frames")
     if video and frames:
         out["video"] = str(run.save_video(frames, fps=out["fps"], name="eval.mp4"))
     run.close()
+    logged = None
+    if run.metrics_path.exists():
+        with open(run.metrics_path) as f:
+            rows = [r for r in csv.DictReader(f) if r.get("eval_return")]
+        logged = float(rows[-1]["eval_return"]) if rows else None
+    out.update(episodes=episodes, seed=seed, checkpoint_steps=ckpt.env_steps, metrics_csv_return=logged)
     return out

@@ -417,26 +417,19 @@ def robot_metadata(task_name: str, task_kwargs: dict | None = None) -> dict[str,
 
 
 def export_run(run_dir: str | Path, out: str | Path | None = None, **opts) -> dict:
-    """Export the latest checkpoint of a run (PPO, BC, …) to ``<run>/policy.onnx`` (or ``out``)."""
-    from policies import load_policy
+    """Export the latest checkpoint of a run (PPO, BC, FPO, DPPO, SAC) to ``<run>/policy.onnx`` (or ``out``)."""
+    from stack import checkpoint
 
     run_dir = Path(run_dir)
-    ckpt = run_dir / "checkpoints" / "latest"
-    if not (ckpt / "policy").exists():
-        raise ExportError(f"export: no policy checkpoint at {ckpt / 'policy'}")
-    config = json.loads(json.dumps(_read_yaml(run_dir / "config.yaml")))
-    policy = load_policy(ckpt / "policy")
-    spec = export_spec_from_normalization(json.loads((ckpt / "normalization.json").read_text()))
-    env_cfg = config.get("env", {})
-    meta = robot_metadata(env_cfg.get("task", config.get("task")), env_cfg.get("task_kwargs"))
+    try:
+        ckpt = checkpoint.load(run_dir)
+    except checkpoint.CheckpointError as e:
+        raise ExportError(f"export: {e}") from e
+    policy = ckpt.module("policy")
+    spec = export_spec_from_normalization(ckpt.normalization)
+    meta = robot_metadata(ckpt.task, ckpt.task_kwargs)
     meta["run_id"] = run_dir.name
     return export_policy(policy, spec, out or run_dir / "policy.onnx", meta, **opts)
-
-
-def _read_yaml(path: Path) -> dict:
-    import yaml
-
-    return yaml.safe_load(path.read_text())
 
 
 def cmd_export(argv: list[str]) -> int:

@@ -3,10 +3,11 @@
 Layout::
 
     runs/<name>/config.yaml          resolved config (what produced this run, readable without running anything)
-    runs/<name>/metrics.csv          one row per logged iteration; columns grow as new metrics appear
+    runs/<name>/metrics.csv          one row per logged iteration; the first column is the run's step axis
+                                     (env_steps, or grad_steps for offline runs); columns grow as metrics appear
     runs/<name>/tb/                  TensorBoard events (when tensorboard is installed)
     runs/<name>/checkpoints/         policy checkpoints (latest/ and step_<N>/)
-    runs/<name>/learning_curve.png   return (and success rate) against env steps
+    runs/<name>/learning_curve.png   return (and success rate, BC loss where logged) against the step axis
     runs/<name>/rollout.mp4          an evaluation episode, when video is on
 """
 
@@ -26,8 +27,9 @@ def default_run_name(*parts: str) -> str:
 
 
 class RunDir:
-    def __init__(self, path: str | Path, config=None, tensorboard: bool = True):
+    def __init__(self, path: str | Path, config=None, tensorboard: bool = True, step_key: str = "env_steps"):
         self.path = Path(path)
+        self.step_key = step_key
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / "checkpoints").mkdir(exist_ok=True)
         if config is not None:
@@ -61,7 +63,7 @@ class RunDir:
 
     # ---- metrics --------------------------------------------------------------------------------------------------
     def log(self, step: int, **metrics: float) -> None:
-        row = {"env_steps": int(step), **{k: float(v) for k, v in metrics.items() if v is not None}}
+        row = {self.step_key: int(step), **{k: float(v) for k, v in metrics.items() if v is not None}}
         self._rows.append(row)
         new = [k for k in row if k not in self._columns]
         if new:
@@ -72,7 +74,7 @@ class RunDir:
                 csv.DictWriter(f, self._columns).writerow(row)
         if self._tb is not None:
             for k, v in row.items():
-                if k != "env_steps" and math.isfinite(v):
+                if k != self.step_key and math.isfinite(v):
                     self._tb.add_scalar(k, v, step)
 
     def _rewrite_csv(self) -> None:
@@ -86,35 +88,36 @@ class RunDir:
         return list(self._rows)
 
     # ---- plots and videos -----------------------------------------------------------------------------------------
-    def plot_learning_curve(self, keys: tuple[str, ...] = ("eval_return", "train_return"), title: str = "") -> Path:
+    def plot_learning_curve(self, title: str = "") -> Path:
+        """learning_curve.png: return (evaluation and training), and where logged the success rate and the BC loss
+        (log scale), against the run's step axis."""
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        out = self.path / "learning_curve.png"
-        has_success = any("eval_success" in r for r in self._rows)
-        fig, axes = plt.subplots(1, 2 if has_success else 1, figsize=(10 if has_success else 6, 4), squeeze=False)
-        ax = axes[0, 0]
-        for key in keys:
-            pts = [(r["env_steps"], r[key]) for r in self._rows if key in r and math.isfinite(r[key])]
-            if pts:
-                xs, ys = zip(*pts)
-                ax.plot(xs, ys, marker="o" if key.startswith("eval") else None, ms=3, label=key)
-        ax.set_xlabel("env steps")
-        ax.set_ylabel("return")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        if has_success:
-            pts = [(r["env_steps"], r["eval_success"]) for r in self._rows if "eval_success" in r]
-            xs, ys = zip(*pts)
-            axes[0, 1].plot(xs, ys, marker="o", ms=3, color="tab:green")
-            axes[0, 1].set_ylim(-0.05, 1.05)
-            axes[0, 1].set_xlabel("env steps")
-            axes[0, 1].set_ylabel("eval success rate")
-            axes[0, 1].grid(alpha=0.3)
+        panels = [("return", ("eval_return", "train_return"))]
+        panels += [(label, (key,)) for label, key in (("eval success rate", "eval_success"), ("bc loss", "bc_loss"))
+                   if any(key in r for r in self._rows)]
+        fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels) + 1, 4), squeeze=False)
+        for ax, (label, keys) in zip(axes[0], panels):
+            for key in keys:
+                pts = [(r[self.step_key], r[key]) for r in self._rows if key in r and math.isfinite(r[key])]
+                if pts:
+                    xs, ys = zip(*pts)
+                    ax.plot(xs, ys, marker="o" if key.startswith("eval") else None, ms=3, label=key)
+                    if key == "bc_loss" and min(ys) > 0:
+                        ax.set_yscale("log")
+            if key == "eval_success":
+                ax.set_ylim(-0.05, 1.05)
+            ax.set_xlabel(self.step_key.replace("_", " "))
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+            if len(keys) > 1:
+                ax.legend()
         fig.suptitle(title or self.path.name)
         fig.tight_layout()
+        out = self.path / "learning_curve.png"
         fig.savefig(out, dpi=100)
         plt.close(fig)
         return out

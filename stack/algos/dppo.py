@@ -34,8 +34,8 @@ from torch import nn
 
 from policies.critics import ValueNet
 from policies.diffusion import DiffusionPolicy, FinetunedDiffusionPolicy
-from stack.algos.gae import compute_gae
-from stack.algos.ppo import ppo_clip_loss, value_loss
+from stack.algos.on_policy import (OnPolicyAlgorithm, explained_variance, normalize_advantages, ppo_clip_loss,
+                                   value_loss)
 from stack.config import DPPOConfig  # torch-free, so TrainConfig.dppo can hold it; the paper's Gym defaults
 
 
@@ -58,7 +58,7 @@ def dppo_policy_loss(ratio: torch.Tensor, advantages: torch.Tensor, k: torch.Ten
     """Clipped surrogate over a minibatch of pairs → (loss, clip fraction): advantages normalised over the minibatch,
     scaled by the denoising discount, clipped with the per-step ε_k."""
     if cfg.norm_adv:
-        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        advantages = normalize_advantages(advantages)
     advantages = advantages * denoising_discount(k, ft_steps, cfg.gamma_denoising)
     clip = clip_schedule(k, ft_steps, cfg.clip_coef, cfg.clip_coef_base, cfg.clip_coef_rate)
     with torch.no_grad():
@@ -67,7 +67,7 @@ def dppo_policy_loss(ratio: torch.Tensor, advantages: torch.Tensor, k: torch.Ten
 
 
 # ---- the algorithm --------------------------------------------------------------------------------------------------
-class DPPO:
+class DPPO(OnPolicyAlgorithm):
     """DPPO on a ``FinetunedDiffusionPolicy`` (frozen ``net`` + trained ``ft_net``) and a ``ValueNet`` on env obs."""
 
     def __init__(self, policy: FinetunedDiffusionPolicy, critic: nn.Module, cfg: DPPOConfig,
@@ -100,6 +100,9 @@ class DPPO:
         self.sample_generator = torch.Generator(device=self.device).manual_seed(seed)
         self.eval_generator = torch.Generator(device=self.device).manual_seed(seed + 2)
         self.shuffle_generator = torch.Generator().manual_seed(seed + 1)
+        self._setup({"actor_optimizer": self.actor_optimizer, "critic_optimizer": self.critic_optimizer},
+                    {"sample_generator": self.sample_generator, "eval_generator": self.eval_generator,
+                     "shuffle_generator": self.shuffle_generator})
         self.updates = 0
 
     # ---- acting -------------------------------------------------------------------------------------------------
@@ -128,7 +131,7 @@ class DPPO:
         return p.act(obs, noise=noise, net_for_step=p.chain_nets())[:, : self.act_steps]
 
     def eval_sampling(self) -> dict:
-        """How a loaded checkpoint samples (meta.json → ``bc.ChunkedPolicy``): the policy's evaluation sampler."""
+        """How a loaded checkpoint samples (meta.json → ``stack.controller``): the policy's evaluation sampler."""
         p = self.policy
         return {"sampler": p.sampler} if p.sampler == "ddpm" else \
             {"sampler": p.sampler, "ddim_steps": p.ddim_steps, "eta": p.eta}
@@ -177,25 +180,6 @@ class DPPO:
         return -lp.mean()
 
     # ---- learning -----------------------------------------------------------------------------------------------
-    @property
-    def learning_rate(self) -> float:
-        return float(self.actor_optimizer.param_groups[0]["lr"])
-
-    def set_learning_rate(self, lr: float) -> None:
-        """Actor lr = ``lr``; the critic keeps its ratio to it (critic_lr / actor_lr)."""
-        for group in self.actor_optimizer.param_groups:
-            group["lr"] = lr
-        for group in self.critic_optimizer.param_groups:
-            group["lr"] = lr * self.cfg.critic_lr / self.cfg.actor_lr
-
-    @torch.no_grad()
-    def compute_returns(self, storage) -> None:
-        """GAE over decisions (truncation-aware: ``next_values`` is V of the state really reached)."""
-        adv, ret = compute_gae(storage.rewards, storage.values, storage.next_values, storage.terminated,
-                               storage.episode_end, self.cfg.gamma, self.cfg.gae_lambda)
-        storage.advantages.copy_(adv)
-        storage.returns.copy_(ret)
-
     def update(self, storage) -> dict[str, float]:
         cfg, kp = self.cfg, self.ft_steps
         n = storage.rewards.numel()
@@ -250,8 +234,7 @@ class DPPO:
         self.updates += 1
         means = torch.stack(stats).mean(0).tolist()
         out = dict(zip(("policy_loss", "value_loss", "bc_loss", "approx_kl", "clipfrac", "ratio"), means))
-        var_ret = returns.var()
-        out["explained_variance"] = float(1.0 - (returns - values).var() / var_ret) if var_ret > 0 else math.nan
+        out["explained_variance"] = explained_variance(values, returns)
         out.update(epochs=float(epochs), minibatches=float(len(stats)), first_ratio_dev=first_ratio_dev,
                    last_approx_kl=float(stats[-1][3]))
         return out
@@ -259,18 +242,10 @@ class DPPO:
     # ---- checkpoints --------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """Optimisers, generators and the update count (the networks are saved by the runner: policy_modules)."""
-        return {"actor_optimizer": self.actor_optimizer.state_dict(),
-                "critic_optimizer": self.critic_optimizer.state_dict(),
-                "sample_generator": self.sample_generator.get_state(),
-                "eval_generator": self.eval_generator.get_state(),
-                "shuffle_generator": self.shuffle_generator.get_state(), "updates": self.updates}
+        return {**super().state_dict(), "updates": self.updates}
 
     def load_state_dict(self, state: dict) -> None:
-        self.actor_optimizer.load_state_dict(state["actor_optimizer"])
-        self.critic_optimizer.load_state_dict(state["critic_optimizer"])
-        self.sample_generator.set_state(state["sample_generator"])
-        self.eval_generator.set_state(state["eval_generator"])
-        self.shuffle_generator.set_state(state["shuffle_generator"])
+        super().load_state_dict(state)
         self.updates = int(state["updates"])
 
 

@@ -29,13 +29,12 @@ zero-sampling (FPO++): the ODE starts from ε = 0, so the policy is deterministi
 
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import nn
 
-from stack.algos.gae import compute_gae
-from stack.algos.ppo import value_loss
+from stack.algos.on_policy import (OnPolicyAlgorithm, explained_variance, normalize_advantages, ppo_clip_objective,
+                                   value_loss)
 from stack.config import FPOConfig
 from stack.rollout import RolloutStorage
 
@@ -65,24 +64,9 @@ def resolve_options(cfg: FPOConfig) -> dict:
 def cfm_losses(policy: nn.Module, obs: torch.Tensor, actions: torch.Tensor, tau: torch.Tensor, eps: torch.Tensor,
                mode: str = "epsilon") -> torch.Tensor:
     """Per-position CFM losses of N_mc pairs: obs [B, obs_dim], actions [B, H, A], tau [B, N], eps [B, N, H, A]
-    → [B, N, H], each the mean over action dims (``FlowPolicy.cfm_loss`` sums over (H, A); this keeps H apart so a
-    chunk cut short by an episode's end counts only the actions it executed)."""
-    b, n = tau.shape
-    h, a = actions.shape[1:]
-    x0 = actions.unsqueeze(1).expand(b, n, h, a).reshape(b * n, h, a)
-    cond = obs.reshape(b, 1, -1).expand(b, n, obs.reshape(b, -1).shape[1]).reshape(b * n, -1)
-    e = eps.reshape(b * n, h, a)
-    t = tau.reshape(b * n).to(x0.dtype)
-    tt = t.reshape(-1, 1, 1)
-    x_tau = tt * e + (1.0 - tt) * x0
-    v = policy.velocity(x_tau, t, cond)
-    if mode == "velocity":
-        err = v - (e - x0)
-    elif mode == "epsilon":
-        err = x_tau + (1.0 - tt) * v - e
-    else:
-        raise ValueError(f"mode={mode!r}; expected 'epsilon' or 'velocity'")
-    return err.pow(2).mean(-1).reshape(b, n, h)
+    → [B, N, H], each the mean over action dims (``FlowPolicy.cfm_loss`` with ``reduction="per_position"``: H kept
+    apart so a chunk cut short by an episode's end counts only the actions it executed)."""
+    return policy.cfm_loss(obs, actions, tau, eps, mode=mode, reduction="per_position")
 
 
 def clamp_ste(x: torch.Tensor, min: float | None = None, max: float | None = None) -> torch.Tensor:  # noqa: A002
@@ -115,7 +99,7 @@ def fpo_policy_loss(ratio: torch.Tensor, advantages: torch.Tensor, clip: float, 
     1 − ε is pulled back up (PPO-clip's gradient is zero there), one above is pushed down.
     """
     adv = advantages.expand_as(ratio)
-    ppo = torch.max(-adv * ratio, -adv * ratio.clamp(1.0 - clip, 1.0 + clip))
+    ppo = ppo_clip_objective(ratio, adv, clip)
     if trust_region == "ppo":
         return ppo.mean()
     if trust_region != "aspo":
@@ -125,7 +109,7 @@ def fpo_policy_loss(ratio: torch.Tensor, advantages: torch.Tensor, clip: float, 
 
 
 # ---- the algorithm --------------------------------------------------------------------------------------------------
-class FPO:
+class FPO(OnPolicyAlgorithm):
     """FPO / FPO++ on a ``policies.FlowPolicy`` and a state-value critic ``V(s) -> [B]``."""
 
     def __init__(self, policy: nn.Module, critic: nn.Module, cfg: FPOConfig, device: str | torch.device = "cpu",
@@ -144,15 +128,17 @@ class FPO:
             raise ValueError(f"act_steps={self.act_steps}; expected 1 ≤ act_steps ≤ horizon={policy.horizon}")
         self.eval_steps = int(cfg.eval_steps or policy.euler_steps)
         critic_lr = cfg.lr if cfg.critic_lr is None else cfg.critic_lr
-        self._critic_lr_ratio = critic_lr / cfg.lr
-        # One Adam, two parameter groups (actor, critic): FPO++ fine-tuning gives them different rates.
+        # One Adam, two parameter groups (actor, critic): FPO++ fine-tuning gives them different rates, which the
+        # learning-rate schedule keeps in ratio.
         self.optimizer = torch.optim.Adam([{"params": list(self.policy.parameters()), "lr": cfg.lr},
                                            {"params": list(self.critic.parameters()), "lr": critic_lr}])
         self.parameters = [*self.policy.parameters(), *self.critic.parameters()]
         # Own generators, saved with the checkpoint, so a resumed run draws the same chunks, pairs and minibatches.
         self.sample_generator = torch.Generator(device=self.device).manual_seed(seed)
         self.pair_generator = torch.Generator(device=self.device).manual_seed(seed + 2)
-        self.shuffle_generator = torch.Generator().manual_seed(seed + 1)
+        self._setup({"optimizer": self.optimizer},
+                    {"sample_generator": self.sample_generator, "pair_generator": self.pair_generator,
+                     "shuffle_generator": torch.Generator().manual_seed(seed + 1)})
 
     # ---- acting (the collector's Agent protocol) ----------------------------------------------------------------
     def extras_spec(self) -> dict[str, tuple[int, ...]]:
@@ -164,7 +150,7 @@ class FPO:
         return {"policy": self.policy, "critic": self.critic}
 
     def eval_sampling(self) -> dict:
-        """How a loaded checkpoint samples (``bc.ChunkedPolicy``): zero-sampling with the evaluation Euler steps."""
+        """How a loaded checkpoint samples (``stack.controller``): zero-sampling with the evaluation Euler steps."""
         return {"zero_noise": True, "steps": self.eval_steps}
 
     def draw_pairs(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -201,23 +187,6 @@ class FPO:
         return self.critic(obs)
 
     # ---- learning -----------------------------------------------------------------------------------------------
-    @property
-    def learning_rate(self) -> float:
-        return float(self.optimizer.param_groups[0]["lr"])
-
-    def set_learning_rate(self, lr: float) -> None:
-        """Actor lr = ``lr``; the critic keeps its ratio to it."""
-        self.optimizer.param_groups[0]["lr"] = lr
-        self.optimizer.param_groups[1]["lr"] = lr * self._critic_lr_ratio
-
-    @torch.no_grad()
-    def compute_returns(self, storage: RolloutStorage) -> None:
-        """GAE over decisions (truncation-aware: ``next_values`` is V of the state really reached)."""
-        adv, ret = compute_gae(storage.rewards, storage.values, storage.next_values, storage.terminated,
-                               storage.episode_end, self.cfg.gamma, self.cfg.gae_lambda)
-        storage.advantages.copy_(adv)
-        storage.returns.copy_(ret)
-
     def chunk_losses(self, obs: torch.Tensor, x0: torch.Tensor, tau: torch.Tensor, eps: torch.Tensor,
                      executed: torch.Tensor) -> torch.Tensor:
         """ℓ_θ of each stored pair, summed over the executed actions of the chunk → [B, N]."""
@@ -234,7 +203,7 @@ class FPO:
         ratio = log_ratio.exp()
         adv = mb["advantages"]
         if cfg.norm_adv:
-            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+            adv = normalize_advantages(adv)
         pg_loss = fpo_policy_loss(ratio, adv.unsqueeze(-1), cfg.clip_coef, o["trust_region"])
         v_loss = value_loss(self.critic(mb["obs"]), mb["values"], mb["returns"],
                             cfg.clip_coef if cfg.clip_vloss else None)
@@ -249,17 +218,10 @@ class FPO:
         """Epochs of minibatch steps on one rollout, every epoch on the same stored (τ, ε) pairs."""
         cfg = self.cfg
         b = storage.flat()
-        batch = storage.batch_size
-        mb_size = batch // cfg.num_minibatches
-        if mb_size < 1:
-            raise ValueError(f"num_minibatches={cfg.num_minibatches} exceeds the batch of {batch} decisions")
         keys = ("obs", "x0", "tau", "eps", "loss_old", "executed", "advantages", "values", "returns")
         stats: list[dict[str, torch.Tensor]] = []
         for _epoch in range(cfg.update_epochs):
-            perm = torch.randperm(batch, generator=self.shuffle_generator).to(self.device)
-            sb = {k: b[k][perm] for k in keys}
-            for start in range(0, mb_size * cfg.num_minibatches, mb_size):
-                mb = {k: v[start:start + mb_size] for k, v in sb.items()}
+            for mb in self.epoch_minibatches({k: b[k] for k in keys}, cfg.num_minibatches):
                 loss, st = self.minibatch_loss(mb)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -271,24 +233,8 @@ class FPO:
         # max |r − 1| over the first minibatch of the first epoch: 0 unless acting and updating disagree.
         out["first_ratio_dev"] = float(stats[0]["ratio_dev"])
         out["max_ratio_dev"] = float(torch.stack([s["ratio_dev"] for s in stats]).max())
-        with torch.no_grad():
-            var_ret = b["returns"].var()
-            out["explained_variance"] = float(1.0 - (b["returns"] - b["values"]).var() / var_ret) if var_ret > 0 \
-                else math.nan
+        out["explained_variance"] = explained_variance(b["values"], b["returns"])
         return out
-
-    # ---- checkpoints --------------------------------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        """Optimiser and generator states (the networks are saved by the runner: ``policy_modules``)."""
-        return {"optimizer": self.optimizer.state_dict(), "sample_generator": self.sample_generator.get_state(),
-                "pair_generator": self.pair_generator.get_state(),
-                "shuffle_generator": self.shuffle_generator.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.sample_generator.set_state(state["sample_generator"])
-        self.pair_generator.set_state(state["pair_generator"])
-        self.shuffle_generator.set_state(state["shuffle_generator"])
 
 
 def executed_mask(executed: torch.Tensor, horizon: int) -> torch.Tensor:

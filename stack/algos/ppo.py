@@ -1,7 +1,8 @@
 """Proximal policy optimisation with the clipped surrogate (Schulman et al. 2017, eq. 7) and GAE.
 
-The algorithm owns acting and updating (rsl_rl's seam); the runner (``stack.train``) owns the loop, the learning-rate
-schedule, normalisers, logging and checkpoints; storage and GAE live in ``stack.rollout`` / ``stack.algos.gae``.
+The algorithm owns acting and updating (rsl_rl's seam); the runner (``stack.runners.on_policy``) owns the loop,
+normalisers, logging and checkpoints; storage lives in ``stack.rollout``; GAE, the learning-rate schedule and the
+clip and value losses are the shared on-policy pieces (``stack.algos.on_policy``).
 Defaults are CleanRL's ``ppo_continuous_action`` (``stack.config.PPOConfig``).
 
 Per update, for ``update_epochs`` epochs over ``num_minibatches`` shuffled minibatches of the rollout::
@@ -23,31 +24,10 @@ import math
 import torch
 from torch import nn
 
-from stack.algos.gae import compute_gae
+from stack.algos.on_policy import (OnPolicyAlgorithm, explained_variance, normalize_advantages, ppo_clip_loss,
+                                   value_loss)
 from stack.config import PPOConfig
 from stack.rollout import RolloutStorage
-
-
-# ---- losses (called directly by the tests) --------------------------------------------------------------------------
-def ppo_clip_loss(ratio: torch.Tensor, advantages: torch.Tensor, clip: float) -> torch.Tensor:
-    """Clipped surrogate objective as a loss to minimise: ``mean(max(−Â·r, −Â·clip(r, 1−ε, 1+ε)))``.
-
-    Its gradient w.r.t. r is zero where clipping makes the objective pessimistic (r > 1+ε with Â > 0, r < 1−ε with
-    Â < 0) and −Â/n elsewhere.
-    """
-    unclipped = -advantages * ratio
-    clipped = -advantages * torch.clamp(ratio, 1.0 - clip, 1.0 + clip)
-    return torch.max(unclipped, clipped).mean()
-
-
-def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor,
-               clip: float | None) -> torch.Tensor:
-    """½·mean((V − R)²), or with ``clip``: ½·mean(max((V − R)², (V_old + clip(V − V_old, −c, c) − R)²))."""
-    unclipped = (values - returns).pow(2)
-    if clip is None:
-        return 0.5 * unclipped.mean()
-    v_clipped = old_values + torch.clamp(values - old_values, -clip, clip)
-    return 0.5 * torch.max(unclipped, (v_clipped - returns).pow(2)).mean()
 
 
 def orthogonal_init(module: nn.Module, gain: float = math.sqrt(2.0), last_gain: float = 1.0) -> nn.Module:
@@ -59,7 +39,7 @@ def orthogonal_init(module: nn.Module, gain: float = math.sqrt(2.0), last_gain: 
     return module
 
 
-class PPO:
+class PPO(OnPolicyAlgorithm):
     """Clipped PPO for a ``policies.GaussianPolicy`` (``squash="clip"``) and a state-value critic ``V(s) -> [B]``.
 
     In the runner's chunk interface it is the case ``act_steps = 1``: a chunk of one action, and the log-probability
@@ -82,7 +62,9 @@ class PPO:
         self.optimizer = torch.optim.Adam(self.parameters, lr=cfg.lr, eps=1e-5, fused=True)
         # Own generators, saved with the checkpoint, so a resumed run draws the same actions and minibatches.
         self.sample_generator = torch.Generator(device=self.device).manual_seed(seed)
-        self.shuffle_generator = torch.Generator().manual_seed(seed + 1)
+        shuffle_generator = torch.Generator().manual_seed(seed + 1)
+        self._setup({"optimizer": self.optimizer},
+                    {"sample_generator": self.sample_generator, "shuffle_generator": shuffle_generator})
 
     # ---- acting (the collector's Agent protocol) ----------------------------------------------------------------
     def extras_spec(self) -> dict[str, tuple[int, ...]]:
@@ -109,22 +91,6 @@ class PPO:
         return self.policy.act(obs, deterministic=True)[:, :1]
 
     # ---- learning -----------------------------------------------------------------------------------------------
-    @property
-    def learning_rate(self) -> float:
-        return float(self.optimizer.param_groups[0]["lr"])
-
-    def set_learning_rate(self, lr: float) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-
-    @torch.no_grad()
-    def compute_returns(self, storage: RolloutStorage) -> None:
-        """Fill ``storage.advantages`` and ``storage.returns`` (truncation-aware GAE)."""
-        adv, ret = compute_gae(storage.rewards, storage.values, storage.next_values, storage.terminated,
-                               storage.episode_end, self.cfg.gamma, self.cfg.gae_lambda)
-        storage.advantages.copy_(adv)
-        storage.returns.copy_(ret)
-
     def update(self, storage: RolloutStorage) -> dict[str, float]:
         """Epochs of minibatch steps on one rollout; returns the update's statistics (means over minibatches run)."""
         # torch.distributions checks its arguments on every construction (a device sync each); off inside the
@@ -139,10 +105,6 @@ class PPO:
     def _update(self, storage: RolloutStorage) -> dict[str, float]:
         cfg = self.cfg
         b = storage.flat()
-        batch = storage.batch_size
-        mb_size = batch // cfg.num_minibatches
-        if mb_size < 1:
-            raise ValueError(f"num_minibatches={cfg.num_minibatches} exceeds the batch of {batch} samples")
         vclip = cfg.clip_coef if cfg.clip_vloss else None
         stats: list[torch.Tensor] = []
         first_ratio_dev = math.nan
@@ -151,11 +113,8 @@ class PPO:
         approx_kl = torch.zeros(())
         for _epoch in range(cfg.update_epochs):
             epochs += 1
-            perm = torch.randperm(batch, generator=self.shuffle_generator).to(self.device)
-            # One gather per field and epoch; the minibatches are then contiguous slices (views).
-            sb = {k: b[k][perm] for k in ("obs", "actions", "log_probs", "advantages", "values", "returns")}
-            for start in range(0, mb_size * cfg.num_minibatches, mb_size):
-                mb = {k: v[start:start + mb_size] for k, v in sb.items()}
+            fields = {k: b[k] for k in ("obs", "actions", "log_probs", "advantages", "values", "returns")}
+            for mb in self.epoch_minibatches(fields, cfg.num_minibatches):
                 obs, actions = mb["obs"], mb["actions"][:, 0]
                 dist = self.policy.distribution(obs)
                 new_log_probs = dist.log_prob(actions).sum(-1)
@@ -170,7 +129,7 @@ class PPO:
                         first_ratio_dev = float((ratio - 1.0).abs().max())
                 adv = mb["advantages"]
                 if cfg.norm_adv:
-                    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+                    adv = normalize_advantages(adv)
                 pg_loss = ppo_clip_loss(ratio, adv, cfg.clip_coef)
                 v_loss = value_loss(new_values, mb["values"], mb["returns"], vclip)
                 loss = pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * v_loss
@@ -185,28 +144,13 @@ class PPO:
                 break
         means = torch.stack(stats).mean(0).tolist()
         out = dict(zip(("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac"), means))
-        with torch.no_grad():
-            var_ret = b["returns"].var()
-            out["explained_variance"] = float(1.0 - (b["returns"] - b["values"]).var() / var_ret) if var_ret > 0 \
-                else math.nan
+        out["explained_variance"] = explained_variance(b["values"], b["returns"])
         out["epochs"] = float(epochs)
         out["last_approx_kl"] = float(approx_kl)
         # max |r − 1| over the first minibatch of the first epoch: 0 unless acting and updating disagree.
         out["first_ratio_dev"] = first_ratio_dev
         out["std"] = float(self.policy.log_std.detach().exp().mean()) if hasattr(self.policy, "log_std") else math.nan
         return out
-
-    # ---- checkpoints --------------------------------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        """Optimiser and generator states (the networks are saved by the runner with ``policies.save_policy``)."""
-        return {"optimizer": self.optimizer.state_dict(),
-                "sample_generator": self.sample_generator.get_state(),
-                "shuffle_generator": self.shuffle_generator.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.sample_generator.set_state(state["sample_generator"])
-        self.shuffle_generator.set_state(state["shuffle_generator"])
 
 
 # ---- construction (the runner's entry point) -------------------------------------------------------------------------

@@ -9,54 +9,20 @@
 * Temperature: ``log α`` learned so that the policy's entropy tracks −act_dim (eq. 18 of the paper).
 * Actor updates are delayed: every ``policy_frequency`` Q steps, ``policy_frequency`` actor steps (CleanRL/TD3).
 
-``SAC`` owns acting and updating; ``ReplayBuffer`` owns storage; ``run_sac`` is the off-policy loop (collect one
-vector step → ``replay_ratio`` gradient steps per transition), reporting through a callback so the caller
-(``stack.train``) owns logging and files.
+``SAC`` owns acting and updating (and nothing else); ``stack.replay.ReplayBuffer`` owns storage; the off-policy loop
+(collect one vector step → ``replay_ratio`` gradient steps per transition) is ``stack.runners.off_policy``.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-import time
-from collections.abc import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from stack.config import SACConfig
-from stack.rollout import ActionScaler
-
-
-class ReplayBuffer:
-    """A ring buffer of transitions (s, a, r, s', terminated) in numpy, sampled uniformly."""
-
-    def __init__(self, capacity: int, obs_dim: int, act_dim: int, seed: int = 0):
-        self.capacity = int(capacity)
-        self.obs = np.zeros((self.capacity, obs_dim), np.float32)
-        self.next_obs = np.zeros((self.capacity, obs_dim), np.float32)
-        self.actions = np.zeros((self.capacity, act_dim), np.float32)
-        self.rewards = np.zeros(self.capacity, np.float32)
-        self.terminated = np.zeros(self.capacity, np.float32)
-        self.size = 0
-        self._next = 0
-        self.rng = np.random.default_rng(seed)
-
-    def add(self, obs, actions, rewards, next_obs, terminated) -> None:
-        """Add a batch of N transitions (one vector-env step)."""
-        n = len(rewards)
-        idx = (self._next + np.arange(n)) % self.capacity
-        self.obs[idx], self.actions[idx], self.rewards[idx] = obs, actions, rewards
-        self.next_obs[idx], self.terminated[idx] = next_obs, terminated
-        self._next = int((self._next + n) % self.capacity)
-        self.size = min(self.size + n, self.capacity)
-
-    def sample(self, batch_size: int, device: torch.device) -> dict[str, torch.Tensor]:
-        idx = self.rng.integers(0, self.size, size=batch_size)
-        return {k: torch.from_numpy(getattr(self, k)[idx]).to(device)
-                for k in ("obs", "actions", "rewards", "next_obs", "terminated")}
 
 
 class SAC:
@@ -79,6 +45,10 @@ class SAC:
         self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=cfg.policy_lr) if cfg.autotune else None
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.updates = 0
+
+    def policy_modules(self) -> dict[str, nn.Module]:
+        """The networks the runner checkpoints (the target copies travel in ``state_dict``)."""
+        return {"policy": self.actor, "critic": self.qnet}
 
     @property
     def alpha(self) -> float:
@@ -154,70 +124,13 @@ class SAC:
         self.updates = int(state["updates"])
 
 
-def run_sac(envs, sac: SAC, buffer: ReplayBuffer, total_steps: int, action_scaler: ActionScaler,
-            seed: int = 0, log_every: int = 1_000,
-            on_log: Callable[[int, dict], None] | None = None) -> dict:
-    """The off-policy loop on a same-step-autoreset vector env: uniform random actions for ``learning_starts``
-    steps, then the actor's samples; ``replay_ratio`` gradient steps per transition once learning has started.
+def make_algo(cfg, obs_dim: int, act_dim: int, device: str | torch.device = "cpu") -> SAC:
+    """SAC for the off-policy runner (``cfg`` a TrainConfig: its ``sac`` section and ``seed``): CleanRL's networks, a
+    tanh-squashed Gaussian actor with a state-dependent std and a twin Q net, ReLU MLPs."""
+    from policies import GaussianPolicy, QNet
 
-    ``on_log(env_steps, row)`` receives a metrics row every ``log_every`` env steps (train_return, losses, alpha,
-    steps_per_s). Returns the last row.
-    """
-    cfg = sac.cfg
-    n = envs.num_envs
-    rng = np.random.default_rng(seed)
-    obs, _ = envs.reset(seed=seed)
-    ep_return, ep_length = np.zeros(n), np.zeros(n, np.int64)
-    returns: list[float] = []
-    successes: list[bool] = []
-    stats: list[dict[str, torch.Tensor]] = []
-    env_steps, owed, next_log = 0, 0.0, log_every
-    t_last, steps_last = time.perf_counter(), 0
-    row: dict = {}
-    while env_steps < total_steps:
-        if env_steps < cfg.learning_starts:
-            actions = rng.uniform(-1.0, 1.0, size=(n, sac.act_dim)).astype(np.float32)
-        else:
-            actions = sac.act(torch.from_numpy(obs.astype(np.float32)).to(sac.device)).cpu().numpy()
-        next_obs, reward, terminated, truncated, infos = envs.step(action_scaler.to_env(actions))
-        end = np.logical_or(terminated, truncated)
-        real_next = next_obs.copy()
-        if end.any():
-            for i in np.flatnonzero(end):
-                real_next[i] = infos["final_obs"][i]
-        buffer.add(obs, actions, reward, real_next, terminated)
-        ep_return += reward
-        ep_length += 1
-        if end.any():
-            returns += ep_return[end].tolist()
-            final = infos.get("final_info")
-            if isinstance(final, dict) and "success" in final:
-                successes += [bool(final["success"][i]) for i in np.flatnonzero(end) if final["_success"][i]]
-            ep_return[end] = 0.0
-            ep_length[end] = 0
-        obs = next_obs
-        env_steps += n
-        if env_steps >= cfg.learning_starts:
-            owed += cfg.replay_ratio * n
-            while owed >= 1.0:
-                stats.append(sac.update(buffer.sample(cfg.batch_size, sac.device)))
-                owed -= 1.0
-        if env_steps >= next_log or env_steps >= total_steps:
-            now = time.perf_counter()
-            row = {"steps_per_s": (env_steps - steps_last) / (now - t_last), "alpha": sac.alpha,
-                   "updates": sac.updates}
-            if returns:
-                row["train_return"] = float(np.mean(returns))
-                row["episodes"] = len(returns)
-            if successes:
-                row["train_success"] = float(np.mean(successes))
-            for key in ("q_loss", "q_mean", "actor_loss", "entropy"):
-                vals = [s[key] for s in stats if key in s]
-                if vals:
-                    row[key] = float(torch.stack(vals).mean())
-            if on_log is not None:
-                on_log(env_steps, row)
-            returns, successes, stats = [], [], []
-            t_last, steps_last = now, env_steps
-            next_log += log_every
-    return row
+    s = cfg.sac
+    actor = GaussianPolicy(obs_dim, act_dim, hidden=s.hidden, activation="relu", log_std_init=0.0,
+                           state_dependent_std=True, squash="tanh")
+    qnet = QNet(obs_dim, act_dim, hidden=s.hidden, activation="relu")
+    return SAC(actor, qnet, s, device, seed=cfg.seed)

@@ -5,9 +5,9 @@ Pipeline (DPPO's pretraining setting, with our own "medium" data since D4RL cann
 1. demonstrator: a partially trained PPO expert on the task (``stack.train``, the task's ``<task>_ppo`` preset with a
    reduced budget), cached in ``runs/bench-expert-<task>`` (``-quick`` for the quick budget) so reruns reuse it;
 2. demos: ``episodes`` deterministic episodes of the expert (``stack.demos.record_demos``, seeds 0 …), cached beside it;
-3. BC: ``stack.algos.bc.train_bc`` for the policy family (DPPO's pretraining: chunks of ``horizon`` = 4 actions,
-   ε-MSE / flow matching, AdamW 1e-3 → 1e-4, batch 128, EMA 0.995), its final evaluation on ``eval_episodes``
-   held-out seeds;
+3. BC: ``stack.train`` with ``algo="bc"`` (the offline runner) for the policy family (DPPO's pretraining: chunks of
+   ``horizon`` = 4 actions, ε-MSE / flow matching, AdamW 1e-3 → 1e-4, batch 128, EMA 0.995), its final evaluation
+   on ``eval_episodes`` held-out seeds;
 4. ``bc_ratio = bc_return / demo_return``. Target of the full run: ≥ 0.9 for diffusion and flow.
 
 Execution: ``act_steps`` = 1 by default (predict 4, execute the first, re-plan: receding horizon). The demonstrator
@@ -48,8 +48,10 @@ QUICK = Budget(expert_steps=100_000, demo_episodes=20,
 
 
 def _expert_steps_done(path: Path) -> int:
-    meta = path / "checkpoints" / "latest" / "meta.json"
-    return int(json.loads(meta.read_text())["env_steps"]) if meta.exists() else -1
+    """Env steps of the cached expert's checkpoint; −1 when there is none of this checkpoint format (rebuilt)."""
+    from stack import checkpoint
+
+    return int(checkpoint.read_meta(path)["env_steps"]) if checkpoint.is_current(path) else -1
 
 
 def ensure_expert(task: str, steps: int, runs_dir: str | Path = "runs", name: str | None = None, seed: int = 1,
@@ -63,7 +65,7 @@ def ensure_expert(task: str, steps: int, runs_dir: str | Path = "runs", name: st
     done = _expert_steps_done(path)
     if done >= steps:
         return path
-    if done < 0 and path.exists():  # a run that died before its first checkpoint: nothing to keep
+    if done < 0 and path.exists():  # died before its first checkpoint, or another checkpoint format: rebuild
         import shutil
 
         shutil.rmtree(path)
@@ -100,11 +102,13 @@ def ensure_demos(task: str, expert: Path, episodes: int, out: Path, seed: int = 
 def run(task: str = "hopper", policy: str = "diffusion", quick: bool = False, runs_dir: str = "runs", seed: int = 1,
         progress: bool = True, grad_steps: int | None = None, horizon: int = 4, act_steps: int = 1) -> dict:
     """The benchmark; returns demo_return, bc_return, bc_ratio and the budgets, timings and paths behind them."""
-    from stack.algos.bc import EVAL_SEED, BCConfig, evaluate_policy, load_bc_policy, train_bc
+    from stack.config import BCConfig, TrainConfig
+    from stack.controller import PolicyController
     from stack.data import EpisodeDataset
     from stack.evaluate import evaluate
+    from stack.runners import eval_seed
     from stack.runs import default_run_name
-    from stack.train import load_trained_policy
+    from stack.train import train
 
     budget = QUICK if quick else FULL
     t0 = time.perf_counter()
@@ -118,18 +122,20 @@ def run(task: str = "hopper", policy: str = "diffusion", quick: bool = False, ru
     ds = EpisodeDataset(demos)
     t2 = time.perf_counter()
     steps = grad_steps or budget.grad_steps[policy]
-    cfg = BCConfig(dataset=str(demos), policy=policy, grad_steps=steps, eval_episodes=budget.eval_episodes,
-                   horizon=horizon, act_steps=act_steps, eval_every=0 if quick else max(steps // 5, 1), seed=seed,
-                   runs_dir=runs_dir, name=default_run_name("bench-bc", policy, task), progress=progress)
-    run_dir = train_bc(cfg)
+    cfg = TrainConfig(algo="bc", policy=policy, dataset=str(demos),
+                      bc=BCConfig(grad_steps=steps, horizon=horizon, act_steps=act_steps),
+                      eval_episodes=budget.eval_episodes, eval_every=0 if quick else max(steps // 5, 1), seed=seed,
+                      runs_dir=runs_dir, name=default_run_name("bench-bc", policy, task), progress=progress)
+    run_dir = train(cfg)
+    seed0 = eval_seed(seed)
     t3 = time.perf_counter()
     final = [r for r in _rows(run_dir) if "eval_return" in r][-1]
     open_loop = None
     if policy != "gaussian" and act_steps < horizon:
-        open_loop = evaluate_policy(load_bc_policy(run_dir, act_steps=horizon, seed=seed), task,
-                                    budget.eval_episodes, EVAL_SEED)["return_mean"]
+        open_loop = evaluate(PolicyController.from_checkpoint(run_dir, act_steps=horizon), task,
+                             budget.eval_episodes, seed0)["return_mean"]
     # The demonstrator on the BC evaluation's seeds: the same start states, so the two returns compare directly.
-    expert_eval = evaluate(load_trained_policy(expert), task, budget.eval_episodes, seed=EVAL_SEED)
+    expert_eval = evaluate(PolicyController.from_checkpoint(expert), task, budget.eval_episodes, seed=seed0)
     demo_return = ds.mean_return()
     out = {
         "task": task,

@@ -66,14 +66,16 @@ FLOW_STEPS = 5
 
 def ensure_bc(kind: str, dataset: Path, grad_steps: int, runs_dir: str, seed: int, device: str,
               progress: bool) -> Path:
-    """A BC run of ``kind`` on ``dataset`` (chunk 4, executed 4), reused when its checkpoint matches."""
-    from stack.algos.bc import BCConfig, train_bc
+    """A BC run of ``kind`` on ``dataset`` (chunk 4, executed 4), reused when its checkpoint matches (and is of this
+    checkpoint format: else rebuilt)."""
+    from stack import checkpoint
+    from stack.config import BCConfig, TrainConfig
+    from stack.train import train
 
     name = f"bench-dppo-bc-{kind}-{Path(dataset).name}-{grad_steps}-s{seed}"
     path = Path(runs_dir) / name
-    meta_path = path / "checkpoints" / "latest" / "meta.json"
-    if meta_path.exists():
-        meta = json.loads(meta_path.read_text())
+    if checkpoint.is_current(path):
+        meta = checkpoint.read_meta(path)
         if (meta.get("dataset"), meta.get("grad_steps"), meta.get("policy")) == (str(dataset), grad_steps, kind):
             return path
     if path.exists():
@@ -82,10 +84,12 @@ def ensure_bc(kind: str, dataset: Path, grad_steps: int, runs_dir: str, seed: in
         shutil.rmtree(path)
     policy_kwargs = {"euler_steps": FLOW_STEPS} if kind == "flow" else \
         {"hidden": [512, 512, 512], "denoising_steps": 20, "time_emb_dim": 16}
-    cfg = BCConfig(dataset=str(dataset), policy=kind, horizon=HORIZON, act_steps=ACT_STEPS, grad_steps=grad_steps,
-                   policy_kwargs=policy_kwargs, eval_episodes=0, seed=seed, device=device, runs_dir=runs_dir,
-                   name=name, progress=progress, tensorboard=False)
-    return Path(train_bc(cfg))
+    cfg = TrainConfig(algo="bc", policy=kind, dataset=str(dataset),
+                      bc=BCConfig(horizon=HORIZON, act_steps=ACT_STEPS, grad_steps=grad_steps,
+                                  policy_kwargs=policy_kwargs),
+                      eval_episodes=0, seed=seed, device=device, runs_dir=runs_dir, name=name, progress=progress,
+                      tensorboard=False)
+    return Path(train(cfg))
 
 
 def finetune_config(algo: str, task: str, bc_dir: Path, budget: Budget, runs_dir: str, seed: int, device: str,
@@ -114,11 +118,13 @@ def finetune(algo: str, task: str, bc_dir: Path, budget: Budget, runs_dir: str, 
              progress: bool) -> dict:
     """Evaluate the BC policy on the seeds the runner evaluates on, fine-tune with the shared runner (its final
     evaluation is the "after"), and read the curve from metrics.csv."""
-    from stack.algos.bc import evaluate_policy, load_bc_policy
-    from stack.train import EVAL_SEED_OFFSET, train
+    from stack.controller import PolicyController
+    from stack.evaluate import evaluate
+    from stack.runners import eval_seed
+    from stack.train import train
 
-    before = evaluate_policy(load_bc_policy(bc_dir, act_steps=ACT_STEPS, seed=seed), task, budget.eval_episodes,
-                             EVAL_SEED_OFFSET + 1000 * seed)
+    before = evaluate(PolicyController.from_checkpoint(bc_dir, act_steps=ACT_STEPS, seed=eval_seed(seed)), task,
+                      budget.eval_episodes, eval_seed(seed))
     t0 = time.perf_counter()
     run_dir = Path(train(finetune_config(algo, task, bc_dir, budget, runs_dir, seed, device, progress)))
     wall = time.perf_counter() - t0

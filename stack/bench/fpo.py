@@ -126,61 +126,39 @@ def initial_return(cfg, episodes: int) -> dict:
     import torch
 
     from sim.pool import resolve_task
+    from stack.controller import PolicyController
+    from stack.evaluate import evaluate
     from stack.normalize import ObsNormalizer
     from stack.rollout import ActionScaler
-    from stack.evaluate import evaluate
-    from stack.train import EVAL_SEED_OFFSET, AlgoPolicy, TrainedPolicy, make_algo, task_kwargs_of
+    from stack.runners import eval_seed, task_kwargs_of
+    from stack.runners.on_policy import make_algo
 
     env = resolve_task(cfg.env.task)(**task_kwargs_of(cfg))
     obs_dim, space = int(np.prod(env.observation_space.shape)), env.action_space
     env.close()
     torch.manual_seed(cfg.seed)  # as OnPolicyRunner: the same initial weights
     algo = make_algo(cfg, obs_dim, int(space.shape[0]), torch.device(cfg.device))
-    norm, scaler = ObsNormalizer(obs_dim), ActionScaler.for_space(space)
-    policy = TrainedPolicy(algo.policy, norm, scaler) if cfg.algo == "ppo" else AlgoPolicy(algo, norm, scaler)
-    return evaluate(policy, cfg.env.task, episodes, EVAL_SEED_OFFSET + 1000 * cfg.seed,
-                              task_kwargs=task_kwargs_of(cfg))
+    policy = PolicyController(algo.policy, ObsNormalizer(obs_dim), ActionScaler.for_space(space),
+                              algo.eval_sampling(), algo.act_steps, seed=eval_seed(cfg.seed))
+    return evaluate(policy, cfg.env.task, episodes, eval_seed(cfg.seed), task_kwargs=task_kwargs_of(cfg))
 
 
 def random_noise_return(run_dir: Path, cfg, episodes: int) -> float:
     """The final FPO checkpoint with its ODE started from N(0, I) noise (seeded) instead of zeros."""
+    from stack.controller import PolicyController
     from stack.evaluate import evaluate
-    from stack.train import EVAL_SEED_OFFSET, load_trained_policy, task_kwargs_of
+    from stack.runners import eval_seed, task_kwargs_of
 
-    policy = load_trained_policy(run_dir, zero_noise=False)
-    return evaluate(policy, cfg.env.task, episodes, EVAL_SEED_OFFSET + 1000 * cfg.seed,
-                              task_kwargs=task_kwargs_of(cfg))["return_mean"]
+    policy = PolicyController.from_checkpoint(run_dir, zero_noise=False)
+    return evaluate(policy, cfg.env.task, episodes, eval_seed(cfg.seed),
+                    task_kwargs=task_kwargs_of(cfg))["return_mean"]
 
 
-class GaussianSampler:
-    """A PPO checkpoint acting stochastically (its Gaussian, seeded): ``act_batch(obs, slots)`` as ChunkedPolicy."""
+def stochastic_controller(run_dir: Path, seed: int = 0):
+    """A checkpoint sampling as a stochastic policy: Gaussian N(μ, σ), flow ODE from N(0, I), diffusion's chain."""
+    from stack.controller import PolicyController
 
-    def __init__(self, run_dir: Path, seed: int = 0):
-        import torch
-
-        from policies import load_policy
-        from stack.normalize import ObsNormalizer
-        from stack.rollout import ActionScaler
-        from stack.train import checkpoint_dir, load_normalization
-
-        self.policy = load_policy(checkpoint_dir(run_dir) / "policy")
-        norm = load_normalization(run_dir)
-        self.obs_normalizer = ObsNormalizer(self.policy.obs_dim)
-        self.obs_normalizer.load_state_dict(norm["obs"])
-        self.scaler = ActionScaler.from_state_dict(norm["action"])
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def reset(self) -> None:
-        pass
-
-    def act_batch(self, obs: np.ndarray, slots) -> np.ndarray:
-        import torch
-
-        x = torch.from_numpy(self.obs_normalizer(obs))
-        noise = torch.randn(len(obs), self.policy.act_dim, generator=self.generator)
-        with torch.no_grad():
-            actions, _ = self.policy.sample(x, noise)
-        return self.scaler.to_env(actions[:, 0].numpy())
+    return PolicyController.from_checkpoint(run_dir, seed=seed, deterministic=False, zero_noise=False)
 
 
 def final_positions(policy, episodes: int, seed: int, start_noise: float = 0.02) -> np.ndarray:
@@ -289,7 +267,6 @@ def multimodality(budget: Budget, seed: int, runs_dir: str, device: str) -> dict
     their stochastic episodes end from the start, and how their first actions there spread."""
     from stack.config import EnvConfig, FPOConfig, PPOConfig, TrainConfig
     from stack.runs import default_run_name
-    from stack.train import load_trained_policy
 
     out: dict = {"task": "two-goal point mass (goals at (±0.8, 0), start at the origin)",
                  "env_steps": budget.multimodal_steps, "episodes": budget.multimodal_episodes}
@@ -307,7 +284,7 @@ def multimodality(budget: Budget, seed: int, runs_dir: str, device: str) -> dict
                                name=default_run_name("bench-fpo-2goal", "ppo"), **common)}
     for method, cfg in cfgs.items():
         run_dir, wall, rows = _train(cfg)
-        stochastic = (GaussianSampler(run_dir) if method == "ppo" else load_trained_policy(run_dir, zero_noise=False))
+        stochastic = stochastic_controller(run_dir)
         shares = mode_shares(final_positions(stochastic, budget.multimodal_episodes, seed=2_000_000))
         out[method] = {"eval_return": round(rows[-1]["eval_return"], 2), **shares, **first_action_shares(stochastic),
                        "wall_s": round(wall, 1), "run_dir": str(run_dir)}
@@ -342,23 +319,6 @@ def two_goal_demos(root, episodes: int = 40, seed: int = 0, goals: tuple[int, ..
             obs, done = nxt, term or trunc
         writer.end_episode(seed=seed + ep, goal=goal.tolist())
     return writer.close()
-
-
-def sampled_gaussian(policy):
-    """A BC Gaussian ``ChunkedPolicy`` that samples N(μ, σ) (its own seeded generator) instead of acting with μ."""
-    import torch
-
-    from stack.algos.bc import ChunkedPolicy
-
-    class _Sampled(ChunkedPolicy):
-        @torch.no_grad()
-        def plan(self, obs_hist: np.ndarray) -> np.ndarray:
-            x = torch.from_numpy(self.obs_normalizer(obs_hist[:, -1])).to(self.device)
-            noise = torch.randn(self.policy.noise_shape(len(x)), generator=self.generator).to(self.device)
-            return self.action_scaler.to_env(self.policy.act(x, noise=noise)[:, : self.act_steps].cpu().numpy())
-
-    return _Sampled(policy.policy, policy.obs_normalizer, policy.action_scaler, policy.sampling, policy.act_steps,
-                    policy.device, seed=int(policy.generator.initial_seed()))
 
 
 BC_POLICIES = {
@@ -405,8 +365,10 @@ def multimodality_bc(seed: int = 1, runs_dir: str = "runs", device: str = "cpu",
     FPOConfig fields for that run (default ``FINETUNE_FPO``)."""
     import uuid
 
-    from stack.algos.bc import BCConfig, load_bc_policy, train_bc
+    from stack.config import BCConfig, TrainConfig
+    from stack.controller import PolicyController
     from stack.runs import default_run_name
+    from stack.train import train
 
     tag = default_run_name("bench-fpo-2goal-bc", f"s{seed}") + "-" + uuid.uuid4().hex[:6]
     root = Path(runs_dir) / tag
@@ -418,24 +380,24 @@ def multimodality_bc(seed: int = 1, runs_dir: str = "runs", device: str = "cpu",
     eval_seed = 3_000_000 + 1000 * seed
     for kind in policies:
         t1 = time.perf_counter()
-        run = train_bc(BCConfig(dataset=str(demos), policy=kind, policy_kwargs=BC_POLICIES[kind],
-                                horizon=1, act_steps=1, lr=3e-3, lr_final=3e-4,
-                                action_key="action.proposal", gaussian_objective="nll", grad_steps=bc_steps,
-                                batch_size=128, eval_episodes=0, log_every=max(bc_steps, 1), progress=False,
+        bc = BCConfig(policy_kwargs=BC_POLICIES[kind], horizon=1, act_steps=1, lr=3e-3, lr_final=3e-4,
+                      action_key="action.proposal", gaussian_objective="nll", grad_steps=bc_steps, batch_size=128,
+                      log_every=max(bc_steps, 1))
+        run = train(TrainConfig(algo="bc", policy=kind, dataset=str(demos), bc=bc, eval_episodes=0, progress=False,
                                 tensorboard=False, runs_dir=str(root), name=f"bc-{kind}", seed=seed, device=device))
         wall = round(time.perf_counter() - t1, 1)
         if kind == "gaussian":
-            mean = load_bc_policy(run, seed=eval_seed)
+            mean = PolicyController.from_checkpoint(run, seed=eval_seed)
             out["gaussian_mean"] = {**stochastic_shares(mean, episodes, eval_seed), "wall_s": wall}
             out["gaussian_mean"]["covers_both"] = covers_both(out["gaussian_mean"])
-            policy, key = sampled_gaussian(mean), "gaussian_sampled"
+            key = "gaussian_sampled"
         else:
-            policy, key = load_bc_policy(run, seed=eval_seed, **({"zero_noise": False} if kind == "flow" else {})), kind
+            key = kind
+        policy = stochastic_controller(run, seed=eval_seed)
         out[key] = {**stochastic_shares(policy, episodes, eval_seed), "wall_s": wall, "run_dir": str(run)}
         out[key]["covers_both"] = covers_both(out[key])
     if finetune_steps > 0 and "flow" in policies:
-        from stack.config import EnvConfig, FPOConfig, TrainConfig
-        from stack.train import load_trained_policy
+        from stack.config import EnvConfig, FPOConfig
 
         cfg = TrainConfig(algo="fpo", env=EnvConfig(task=TWO_GOAL_TASK, num_envs=8, backend="sync"),
                           fpo=FPOConfig(**{**FINETUNE_FPO, **(finetune_fpo or {})}),
@@ -443,8 +405,7 @@ def multimodality_bc(seed: int = 1, runs_dir: str = "runs", device: str = "cpu",
                           eval_episodes=10, checkpoint_every=0, device=device, runs_dir=str(root), name="fpo-ft",
                           progress=False, torch_threads=1)
         run_dir, wall, rows = _train(cfg)
-        ft = load_trained_policy(run_dir, zero_noise=False)
-        ft.generator.manual_seed(eval_seed)
+        ft = stochastic_controller(run_dir, seed=eval_seed)
         out["flow_fpo_finetuned"] = {**stochastic_shares(ft, episodes, eval_seed), "env_steps": finetune_steps,
                                      "eval_return": round(rows[-1]["eval_return"], 2), "wall_s": round(wall, 1),
                                      "run_dir": str(run_dir)}

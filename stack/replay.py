@@ -1,0 +1,61 @@
+"""Off-policy storage: a ring buffer of transitions (s, a, r, s', terminated), sampled uniformly, checkpointable.
+
+``s'`` is the state the step really reached (``infos["final_obs"]`` where an episode ended under same-step
+autoreset), and only ``terminated`` cuts the bootstrap, so time-limit truncations keep their value. The buffer and its
+sampling generator are saved with a checkpoint (``state_dict``), so a resumed SAC run continues on the same data.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+FIELDS = ("obs", "actions", "rewards", "next_obs", "terminated")
+
+
+class ReplayBuffer:
+    """A ring buffer of transitions in numpy (float32), sampled uniformly with its own generator."""
+
+    def __init__(self, capacity: int, obs_dim: int, act_dim: int, seed: int = 0):
+        self.capacity = int(capacity)
+        self.obs = np.zeros((self.capacity, obs_dim), np.float32)
+        self.next_obs = np.zeros((self.capacity, obs_dim), np.float32)
+        self.actions = np.zeros((self.capacity, act_dim), np.float32)
+        self.rewards = np.zeros(self.capacity, np.float32)
+        self.terminated = np.zeros(self.capacity, np.float32)
+        self.size = 0
+        self._next = 0
+        self.rng = np.random.default_rng(seed)
+
+    def add(self, obs, actions, rewards, next_obs, terminated) -> None:
+        """Add a batch of N transitions (one vector-env step)."""
+        n = len(rewards)
+        idx = (self._next + np.arange(n)) % self.capacity
+        self.obs[idx], self.actions[idx], self.rewards[idx] = obs, actions, rewards
+        self.next_obs[idx], self.terminated[idx] = next_obs, terminated
+        self._next = int((self._next + n) % self.capacity)
+        self.size = min(self.size + n, self.capacity)
+
+    def sample(self, batch_size: int, device: torch.device) -> dict[str, torch.Tensor]:
+        idx = self.rng.integers(0, self.size, size=batch_size)
+        return {k: torch.from_numpy(getattr(self, k)[idx]).to(device) for k in FIELDS}
+
+    def state_dict(self) -> dict:
+        """The filled rows (as tensors, for ``torch.save(weights_only=True)``), the write position and the sampling
+        generator's state (JSON text: its 128-bit integers)."""
+        import json
+
+        rows = {k: torch.from_numpy(getattr(self, k)[: self.size].copy()) for k in FIELDS}
+        return {**rows, "size": self.size, "next": self._next, "capacity": self.capacity,
+                "rng": json.dumps(self.rng.bit_generator.state)}
+
+    def load_state_dict(self, state: dict) -> None:
+        import json
+
+        if int(state["capacity"]) != self.capacity:
+            raise ValueError(f"replay buffer: the checkpoint's capacity is {state['capacity']}; this run's is "
+                             f"{self.capacity} (sac.buffer_size or total_env_steps changed)")
+        self.size, self._next = int(state["size"]), int(state["next"])
+        for k in FIELDS:
+            getattr(self, k)[: self.size] = state[k].numpy()
+        self.rng.bit_generator.state = json.loads(state["rng"])

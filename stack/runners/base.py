@@ -1,0 +1,231 @@
+"""The runner base: what every trainer of r2s does the same way, written once.
+
+A runner owns the run directory (``config.yaml``, ``metrics.csv`` + TensorBoard, ``checkpoints/``, the learning-curve
+plot and the rollout video), the progress bar, the evaluation cadence with **one** seed rule, the checkpoint cadence,
+resume and the final evaluation. Its subclass owns the loop of its family and the algorithm's data flow; the
+algorithm (``stack.algos.*``) owns losses and updates and never sees a runner (rsl_rl's seam).
+
+    on-policy   stack.runners.on_policy   PPO, FPO, DPPO    step axis: env steps
+    off-policy  stack.runners.off_policy  SAC               step axis: env steps
+    offline     stack.runners.offline     BC (HABC rounds)  step axis: gradient steps
+
+**Evaluation seeds** (``eval_seed``): evaluation env ``i`` is reset with ``1_000_000 + 1000·seed + i`` — never a
+training seed — and the policy controller's noise is seeded with the same number, so ``r2s eval RUN`` on the final
+checkpoint reproduces the last ``eval_return`` of ``metrics.csv`` (same episodes, same seeds, same noise).
+
+**Cadences.** ``eval_every`` / ``checkpoint_every`` count steps of the run's axis; an evaluation or checkpoint is due
+when the step count crosses a multiple; the last step always evaluates (once) and checkpoints.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from stack import checkpoint
+from stack.config import TrainConfig
+from stack.runs import RunDir, default_run_name
+
+EVAL_SEED_OFFSET = 1_000_000
+TIMING_KEYS = ("steps_per_s", "rollout_s", "env_s", "update_s", "eval_s", "time_s")
+"""Metrics that depend on the machine, not on the computation (left out when comparing runs)."""
+
+
+def eval_seed(seed: int) -> int:
+    """The one evaluation seed rule: env i of an evaluation is reset with ``eval_seed(seed) + i``."""
+    return EVAL_SEED_OFFSET + 1000 * int(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device={name!r} but torch.cuda.is_available() is False; use 'cpu' or 'auto'")
+    return device
+
+
+def task_kwargs_of(cfg: TrainConfig) -> dict:
+    """The task's keyword arguments of a config: ``env.task_kwargs`` plus ``env.randomization``."""
+    kwargs = dict(cfg.env.task_kwargs or {})
+    if cfg.env.randomization:
+        kwargs["randomization"] = dict(cfg.env.randomization)
+    return kwargs
+
+
+def make_envs(cfg: TrainConfig):
+    from sim.pool import make_pool
+
+    kw = {"seed": cfg.seed, "task_kwargs": task_kwargs_of(cfg)}
+    if cfg.env.backend == "pool":
+        kw["num_workers"] = cfg.env.num_workers
+    return make_pool(cfg.env.task, cfg.env.num_envs, backend=cfg.env.backend, **kw)
+
+
+def due(every: int, before: int, now: int) -> bool:
+    """Whether a cadence of ``every`` steps fires between step counts ``before`` and ``now``."""
+    return every > 0 and now // every > before // every
+
+
+def eval_metrics(result: dict) -> dict:
+    """The metrics.csv columns of an evaluation result."""
+    out = {"eval_return": result["return_mean"], "eval_return_std": result["return_std"],
+           "eval_length": result["length_mean"]}
+    if result["has_success"]:
+        out["eval_success"] = result["success_rate"]
+    return out
+
+
+class Runner:
+    """Base of the runner family. A subclass sets ``step_key`` and implements ``learn``, ``controller``,
+    ``checkpoint_parts`` and ``restore``; it calls ``log_row`` once per logged step and ``finish`` at the end."""
+
+    step_key = "env_steps"
+    """The run's step axis (metrics.csv's first column; what eval_every and checkpoint_every count)."""
+
+    def __init__(self, cfg: TrainConfig, name_parts: tuple[str, ...]):
+        self.cfg = cfg
+        torch.set_num_threads(cfg.torch_threads)
+        self.device = resolve_device(cfg.device)
+        self.resume_from: checkpoint.Checkpoint | None = None
+        if cfg.resume:
+            path = Path(cfg.resume)
+            self.resume_from = checkpoint.load(path, require=())
+            self.resume_from.check_matches(algo=cfg.algo)
+            _truncate_metrics(path / "metrics.csv", self.step_key, self.resume_from.env_steps)
+        else:
+            path = Path(cfg.runs_dir) / (cfg.name or default_run_name(*name_parts))
+            if (path / "metrics.csv").exists():
+                raise FileExistsError(f"run directory {path} already holds a run; pick another name or pass "
+                                      f"resume={str(path)!r}")
+        self.run = RunDir(path, config=cfg, tensorboard=cfg.tensorboard, step_key=self.step_key)
+        self.steps = 0
+        """Steps of the run's axis done (env steps, or gradient steps offline)."""
+        self.last_eval: dict | None = None
+        self.last_eval_step = -1
+
+    # ---- what a subclass provides ---------------------------------------------------------------------------------
+    @property
+    def eval_task(self) -> tuple[str, dict]:
+        """(task, task_kwargs) evaluations run on."""
+        return self.cfg.env.task, task_kwargs_of(self.cfg)
+
+    def controller(self, seed: int):
+        """The current policy as a ``stack.controller.PolicyController`` whose noise is seeded with ``seed``."""
+        raise NotImplementedError
+
+    def checkpoint_parts(self) -> dict:
+        """``checkpoint.save`` keyword arguments: modules, normalization, meta (without the common fields),
+        trainer_state."""
+        raise NotImplementedError
+
+    def restore(self, ckpt: checkpoint.Checkpoint) -> None:
+        """Load a checkpoint's modules and trainer state into this runner (resume)."""
+        raise NotImplementedError
+
+    # ---- evaluation -----------------------------------------------------------------------------------------------
+    def evaluate(self, video: bool = False, episodes: int | None = None) -> dict:
+        from stack.evaluate import evaluate
+
+        seed = eval_seed(self.cfg.seed)
+        task, kwargs = self.eval_task
+        return evaluate(self.controller(seed), task, episodes or self.cfg.eval_episodes, seed, video=video,
+                        task_kwargs=kwargs)
+
+    def log_row(self, before: int, row: dict) -> dict:
+        """Log the metrics of the step count ``self.steps`` (``before``: the count at the previous row): evaluate when
+        due or final, write the row, checkpoint when due or final. Returns the row as logged."""
+        cfg = self.cfg
+        final = self.steps >= self.total_steps
+        if (due(cfg.eval_every, before, self.steps) or final) and self.last_eval_step != self.steps \
+                and cfg.eval_episodes > 0 and self.can_evaluate:
+            t0 = time.perf_counter()
+            self.last_eval = self.evaluate(video=final and cfg.video)
+            self.last_eval_step = self.steps
+            row.update(eval_metrics(self.last_eval), eval_s=time.perf_counter() - t0)
+        self.run.log(self.steps, **row)
+        if final or due(cfg.checkpoint_every, before, self.steps):
+            self.save_checkpoint()
+            if not final:
+                self.after_checkpoint()
+        return row
+
+    @property
+    def total_steps(self) -> int:
+        return self.cfg.total_env_steps
+
+    @property
+    def can_evaluate(self) -> bool:
+        """Whether the run has a simulated task to evaluate in (a dataset from a robot may have none)."""
+        return True
+
+    def after_checkpoint(self) -> None:
+        """What a periodic (not final) checkpoint implies for the loop (on-/off-policy: an episode boundary)."""
+
+    # ---- checkpoints ----------------------------------------------------------------------------------------------
+    def common_meta(self) -> dict:
+        task, kwargs = self.eval_task
+        return {"algo": self.cfg.algo, "task": task, "task_kwargs": kwargs, "seed": self.cfg.seed,
+                "env_steps": self.steps, "step_key": self.step_key, "run_id": self.run.path.name}
+
+    def save_checkpoint(self) -> Path:
+        """checkpoints/latest (and checkpoints/step_<N> with keep_checkpoints), each saved atomically."""
+        parts = self.checkpoint_parts()
+        meta = {**self.common_meta(), **parts.pop("meta")}
+        root = checkpoint.checkpoints_root(self.run.path)
+        if self.cfg.keep_checkpoints:
+            checkpoint.save(root / f"step_{self.steps}", meta=meta, **parts)
+        return checkpoint.save(root / checkpoint.LATEST, meta=meta, **parts)
+
+    # ---- the end of a run -----------------------------------------------------------------------------------------
+    def progress_bar(self, desc: str):
+        from tqdm import tqdm
+
+        return tqdm(total=self.total_steps, initial=min(self.steps, self.total_steps), unit="step",
+                    disable=not self.cfg.progress, dynamic_ncols=True, mininterval=1.0, desc=desc)
+
+    def finish(self, title: str) -> Path:
+        """Video of the final evaluation, learning-curve plot, close the run directory. Returns its path."""
+        if self.cfg.video and self.can_evaluate:
+            self._write_video()
+        try:
+            self.run.plot_learning_curve(title=title)
+        except Exception as e:  # a plot must never lose a finished run
+            warnings.warn(f"learning curve not written: {e}", stacklevel=2)
+        self.run.close()
+        return self.run.path
+
+    def _write_video(self) -> None:
+        result = self.last_eval or {}
+        frames = result.get("frames") or []
+        if not frames:  # rendering failed (warned), or the final evaluation was taken earlier: film one episode now
+            result = self.evaluate(video=True, episodes=1)
+            frames = result.get("frames") or []
+        if frames:
+            try:
+                self.run.save_video(frames, fps=result.get("fps", 30))
+            except Exception as e:
+                warnings.warn(f"video not written ({type(e).__name__}: {e})", stacklevel=2)
+
+
+def _truncate_metrics(path: Path, step_key: str, steps: int) -> None:
+    """Drop rows logged after the checkpoint a run resumes from (they will be logged again)."""
+    import csv
+
+    if not path.exists():
+        return
+    with open(path) as f:
+        reader = csv.DictReader(f)
+        columns = list(reader.fieldnames or [])
+        rows = [r for r in reader if float(r[step_key]) <= steps]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+__all__ = ["EVAL_SEED_OFFSET", "TIMING_KEYS", "Runner", "due", "eval_metrics", "eval_seed", "make_envs",
+           "resolve_device", "task_kwargs_of"]

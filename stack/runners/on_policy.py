@@ -1,0 +1,173 @@
+"""The on-policy runner: PPO, FPO and DPPO (``stack.algos.{ppo,fpo,dppo}``, built by their ``make_algo``).
+
+One iteration::
+
+    rollout (T decisions × N envs: each decision an action chunk whose first act_steps actions are executed, same-step
+    autoreset, V(final_obs) bootstraps) → GAE over decisions → epochs of minibatch updates → metrics row
+    → [evaluation] → [checkpoint]
+
+Gaussian PPO is the case act_steps = 1. The algorithm's interface is listed in ``stack.algos.on_policy``.
+
+``init_from`` (a BC run directory) fine-tunes its policy: the weights, the observation normaliser and the action
+scaling come from its latest checkpoint, and the normaliser stays frozen (the policy was trained on those statistics).
+
+Resume (``cfg.resume=<run dir>``) continues from the latest checkpoint with the config given now (so a larger
+``total_env_steps`` extends a run). Every checkpoint is also an episode boundary: right after saving, the runner resets
+all envs with seed ``cfg.seed + env_steps`` (and a resumed run starts with that same reset), so a resumed run
+continues exactly as the uninterrupted one would have — same actions, same minibatches, same metrics (tested).
+The episodes cut short there are treated as truncations (the rollout's last row bootstraps from V).
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stack import checkpoint
+from stack.config import ON_POLICY, TrainConfig
+from stack.controller import PolicyController
+from stack.normalize import ObsNormalizer, RewardScaler
+from stack.rollout import ActionScaler, RolloutCollector, RolloutStorage
+from stack.runners.base import Runner, make_envs
+
+
+def make_algo(cfg: TrainConfig, obs_dim: int, act_dim: int, device: torch.device,
+              pretrained: torch.nn.Module | None = None):
+    """The algorithm object of ``cfg.algo`` (its module imported only when used: dppo/fpo pull in more code)."""
+    if cfg.algo not in ON_POLICY:
+        raise ValueError(f"algo={cfg.algo!r}: the on-policy runner drives {ON_POLICY}")
+    return importlib.import_module(f"stack.algos.{cfg.algo}").make_algo(cfg, obs_dim, act_dim, device, pretrained)
+
+
+def load_pretrained(run_dir: str | Path, device: str | torch.device = "cpu"):
+    """A BC run (or checkpoint folder) to fine-tune: (policy module in train mode, ObsNormalizer, ActionScaler)."""
+    ckpt = checkpoint.load(run_dir)
+    return ckpt.module("policy", device=device).train(), ckpt.obs_normalizer(), ckpt.action_scaler()
+
+
+class OnPolicyRunner(Runner):
+    def __init__(self, cfg: TrainConfig):
+        super().__init__(cfg, (cfg.algo, cfg.env.task))
+        torch.manual_seed(cfg.seed)
+        self.envs = make_envs(cfg)
+        obs_space, act_space = self.envs.single_observation_space, self.envs.single_action_space
+        self.obs_dim, self.act_dim = int(np.prod(obs_space.shape)), int(act_space.shape[0])
+        p = cfg.on_policy
+        pretrained = None
+        if cfg.init_from:
+            pretrained, self.obs_normalizer, self.action_scaler = load_pretrained(cfg.init_from, self.device)
+            if (pretrained.obs_dim, pretrained.act_dim) != (self.obs_dim, self.act_dim):
+                raise ValueError(f"init_from {cfg.init_from}: the policy has obs_dim={pretrained.obs_dim}, act_dim="
+                                 f"{pretrained.act_dim}; task {cfg.env.task} has {self.obs_dim}, {self.act_dim}")
+            if getattr(pretrained, "obs_steps", 1) != 1:
+                raise ValueError(f"init_from {cfg.init_from}: the runner conditions on one observation; the policy "
+                                 f"has obs_steps={pretrained.obs_steps}")
+        else:
+            self.obs_normalizer = ObsNormalizer(self.obs_dim, clip=p.clip_obs, enabled=p.norm_obs)
+            self.action_scaler = ActionScaler.for_space(act_space)
+        self.algo = make_algo(cfg, self.obs_dim, self.act_dim, self.device, pretrained)
+        self.base_lr = self.algo.learning_rate
+        """The configured learning rate (anneal_lr scales it down linearly)."""
+        self.reward_scaler = RewardScaler(cfg.env.num_envs, p.gamma, clip=p.clip_reward, enabled=p.norm_reward)
+        # Fine-tuning keeps the pretrained policy's observation statistics: it was trained on them.
+        self.collector = RolloutCollector(self.envs, self.obs_normalizer, self.reward_scaler, self.action_scaler,
+                                          self.device, update_obs_stats=not cfg.init_from)
+        self.storage = RolloutStorage(p.rollout_steps, cfg.env.num_envs, self.obs_dim, self.act_dim, self.device,
+                                      horizon=self.algo.act_steps, extras_spec=self.algo.extras_spec())
+        self.iteration = 0
+        self.recent_returns: deque[float] = deque(maxlen=20)
+        if self.resume_from is not None:
+            self.restore(checkpoint.load(cfg.resume, require=tuple(self.algo.policy_modules())))
+
+    @property
+    def policy(self) -> torch.nn.Module:
+        return self.algo.policy_modules()["policy"]
+
+    # ---- checkpoints --------------------------------------------------------------------------------------------
+    def checkpoint_parts(self) -> dict:
+        policy = self.policy
+        meta = {"iteration": self.iteration, "policy": getattr(policy, "kind", self.cfg.policy),
+                "obs_dim": self.obs_dim, "act_dim": self.act_dim, "act_steps": self.algo.act_steps,
+                "horizon": getattr(policy, "horizon", self.algo.act_steps), "obs_steps": 1,
+                "sampling": self.algo.eval_sampling(), "init_from": self.cfg.init_from}
+        normalization = {"obs": self.obs_normalizer.state_dict(), "action": self.action_scaler.state_dict(),
+                         "reward": self.reward_scaler.state_dict()}
+        trainer = {"algo": self.algo.state_dict(), "iteration": self.iteration, "env_steps": self.steps,
+                   "recent_returns": list(self.recent_returns), "torch_rng": torch.get_rng_state()}
+        return {"modules": self.algo.policy_modules(), "normalization": normalization, "meta": meta,
+                "trainer_state": trainer}
+
+    def restore(self, ckpt: checkpoint.Checkpoint) -> None:
+        ckpt.check_matches(task=self.cfg.env.task, obs_dim=self.obs_dim, act_dim=self.act_dim)
+        for name, module in self.algo.policy_modules().items():
+            ckpt.module(name, into=module, device=self.device).train()
+        self.obs_normalizer.load_state_dict(ckpt.normalization["obs"])
+        self.reward_scaler.load_state_dict(ckpt.normalization["reward"])
+        saved_scaler = ckpt.action_scaler()
+        if saved_scaler.state_dict() != self.action_scaler.state_dict():
+            raise checkpoint.CheckpointError(
+                f"{ckpt.path / checkpoint.NORMALIZATION_FILE}: field 'action' is {saved_scaler.state_dict()}; the "
+                f"task's action scaling is {self.action_scaler.state_dict()}")
+        state = ckpt.trainer_state()
+        self.algo.load_state_dict(state["algo"])
+        self.iteration = int(state["iteration"])
+        self.steps = int(state["env_steps"])
+        self.recent_returns.extend(state["recent_returns"])
+        torch.set_rng_state(state["torch_rng"])
+
+    def after_checkpoint(self) -> None:
+        self.collector.reset(seed=self.cfg.seed + self.steps)  # a checkpoint is an episode boundary
+
+    # ---- evaluation -----------------------------------------------------------------------------------------------
+    def controller(self, seed: int) -> PolicyController:
+        return PolicyController(self.policy, self.obs_normalizer, self.action_scaler, self.algo.eval_sampling(),
+                                self.algo.act_steps, self.device, seed)
+
+    # ---- the loop -------------------------------------------------------------------------------------------------
+    def learn(self) -> Path:
+        cfg, p = self.cfg, self.cfg.on_policy
+        total = cfg.total_env_steps
+        self.collector.reset(seed=cfg.seed + self.steps)
+        bar = self.progress_bar(f"{cfg.algo} {cfg.env.task}")
+        t_start = time.perf_counter()
+        try:
+            while self.steps < total:
+                if p.anneal_lr:
+                    self.algo.set_learning_rate(self.base_lr * max(0.0, 1.0 - self.steps / total))
+                lr = self.algo.learning_rate
+                t0 = time.perf_counter()
+                stats = self.collector.collect(self.algo, self.storage)
+                t1 = time.perf_counter()
+                self.algo.compute_returns(self.storage)
+                info = self.algo.update(self.storage)
+                t2 = time.perf_counter()
+                before = self.steps
+                self.steps += stats.steps
+                self.iteration += 1
+                self.recent_returns.extend(stats.episode_returns)
+                row = {"iteration": self.iteration, "lr": lr, **info,
+                       "steps_per_s": stats.steps / (t2 - t0), "rollout_s": t1 - t0, "env_s": stats.env_s,
+                       "update_s": t2 - t1}
+                if stats.episode_returns:
+                    row["train_return"] = float(np.mean(stats.episode_returns))
+                    row["train_length"] = float(np.mean(stats.episode_lengths))
+                    row["episodes"] = len(stats.episode_returns)
+                if stats.successes:
+                    row["train_success"] = float(np.mean(stats.successes))
+                row["time_s"] = time.perf_counter() - t_start
+                self.log_row(before, row)
+                recent = f"{np.mean(self.recent_returns):.1f}" if self.recent_returns else "-"
+                bar.set_postfix_str(f"{row['steps_per_s']:.0f} steps/s  return {recent}", refresh=False)
+                bar.update(min(self.steps, total) - min(before, total))
+        finally:
+            bar.close()
+            self.envs.close()
+        return self.finish(f"{cfg.algo} {cfg.env.task} (seed {cfg.seed})")
+
+
+__all__ = ["OnPolicyRunner", "load_pretrained", "make_algo"]
