@@ -39,13 +39,16 @@ STALL_TORQUE_NM = 3.0
 """STS3215-class servo stall torque; the actuators' forcerange."""
 NO_LOAD_SPEED = 5.45
 """rad/s: stall torque / joint damping (3 / 0.55) in the model, about an STS3215's no-load speed."""
+MAX_ACCELERATION = 110.0
+"""rad/s² for position targets: full speed is reached (or shed) in one 50 ms control period, so ordinary tracking is
+not slowed while a reversal from full speed takes two periods instead of one jump."""
 
 HOME: tuple[float, ...] = (0.0, -0.3, 0.3, 0.7, 0.0, 0.0)
 """Home pose (rad): fingertip 0.18 m in front of the base axis and 0.14 m above the table, gripper closed."""
 
 
 def _joint(name: str, lo_deg: float, hi_deg: float) -> JointSpec:
-    return JointSpec(name, math.radians(lo_deg), math.radians(hi_deg), NO_LOAD_SPEED, STALL_TORQUE_NM)
+    return JointSpec(name, math.radians(lo_deg), math.radians(hi_deg), NO_LOAD_SPEED, STALL_TORQUE_NM, MAX_ACCELERATION)
 
 
 SO101 = RobotSpec(
@@ -87,6 +90,6 @@ def load_model(scene: str = "reach"):
 
 
 __all__ = [
-    "ARM_JOINTS", "CONTROL_RATE_HZ", "EE_SITE", "FRAME_SKIP", "HOME", "JOINT_NAMES", "SCENES", "SO101",
-    "load_model", "model_path",
+    "ARM_JOINTS", "CONTROL_RATE_HZ", "EE_SITE", "FRAME_SKIP", "HOME", "JOINT_NAMES", "MAX_ACCELERATION", "SCENES",
+    "SO101", "load_model", "model_path",
 ]

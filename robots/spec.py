@@ -31,6 +31,9 @@ class JointSpec:
     """Speed limit (rad/s); the safety layer also uses it to bound the rate of change of position targets."""
     effort_max: float
     """Torque/force limit (N·m or N)."""
+    acc_max: float = float("inf")
+    """Acceleration limit (rad/s²) of position targets: the safety layer brakes and accelerates commands within it
+    (inf: no limit)."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,10 @@ class RobotSpec:
     @property
     def vel_limits(self) -> np.ndarray:
         return np.array([j.vel_max for j in self.joints])
+
+    @property
+    def acc_limits(self) -> np.ndarray:
+        return np.array([j.acc_max for j in self.joints])
 
     @property
     def effort_limits(self) -> np.ndarray:

@@ -174,7 +174,7 @@ class SafetyNode(R2sNode):
             self.log_throttled("js", f"ignoring joint_states: {e}", level="error")
             return
         with self._lock:
-            ok = self.sup.measured(q, self._t())
+            ok = self.sup.measured(q, self._t()) is None
         if not ok:
             self.log_throttled("js-nan", f"ignoring non-finite joint_states position {q.tolist()}", level="error")
 
@@ -267,7 +267,7 @@ class SafetyNode(R2sNode):
     def _on_episode(self, msg: DiagnosticArray) -> None:
         if msg.status and msg.status[0].message == "start":
             with self._lock:
-                self.sup.resync()
+                self.sup.resync(self._t())
 
     # ---- decisions and outputs ------------------------------------------------------------------------------------
     def _watchdog(self) -> None:
