@@ -24,7 +24,6 @@ from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
-import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType
@@ -33,9 +32,17 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.serialization import deserialize_message
 from rclpy.signals import SignalHandlerOptions
 
 from robots.spec import RobotSpec
+from stack.ros.messages import BadMessage, JointMatcher, JointNameError, set_stamp, stamp_ns
+
+__all__ = [  # the messages' names are re-exported: nodes and tests import them from here
+    "FAILURE", "QOS_LATCHED", "QOS_RELIABLE", "QOS_STATE", "SUCCESS", "BadMessage", "JointMatcher", "JointNameError",
+    "R2sNode", "SubscriptionLoop", "Ticker", "declare_parameters", "load_robot", "run_node", "set_stamp",
+    "stamp_ns", "status_array",
+]
 
 SUCCESS = TransitionCallbackReturn.SUCCESS
 FAILURE = TransitionCallbackReturn.FAILURE
@@ -49,7 +56,7 @@ QOS_LATCHED = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=R
 """State a late joiner must still receive (policy info, e-stop state)."""
 
 
-# ---- robots, stamps, joints ---------------------------------------------------------------------------------------
+# ---- robots -------------------------------------------------------------------------------------------------------
 def load_robot(name: str, control_rate_hz: float = 0.0) -> RobotSpec:
     """The registered robot ``name``; ``control_rate_hz`` > 0 replaces the spec's rate (a benchmark exports its
     policy for the rate under test; the runtime still refuses a model whose rate differs from the one used)."""
@@ -61,70 +68,11 @@ def load_robot(name: str, control_rate_hz: float = 0.0) -> RobotSpec:
     return spec
 
 
-def stamp_ns(stamp) -> int:
-    """builtin_interfaces/Time -> integer nanoseconds."""
-    return stamp.sec * 1_000_000_000 + stamp.nanosec
+# ---- the subscription loop and the ticker -------------------------------------------------------------------------
+TAKE_BATCH = 64
+"""Messages taken from one subscription per wake-up: a flood on one topic cannot starve the others."""
 
 
-def set_stamp(stamp, ns: int) -> None:
-    stamp.sec, stamp.nanosec = divmod(int(ns), 1_000_000_000)
-
-
-class JointNameError(ValueError):
-    """A JointState does not name the joints the robot spec expects; the message lists missing and extra names."""
-
-    def __init__(self, missing: list[str], extra: list[str], expected: tuple[str, ...], topic: str = "joint_states"):
-        self.missing, self.extra = missing, extra
-        super().__init__(
-            f"{topic}: joint names do not match the robot: missing {missing}, extra {extra} "
-            f"(expected {list(expected)}; joints are matched by name, never by order)"
-        )
-
-
-class JointMatcher:
-    """Reads JointState arrays in the robot's joint order, matching by name (a message's own order is not trusted).
-
-    The index is cached per distinct name list, so the hot path is one list comparison and one fancy index.
-    """
-
-    def __init__(self, joint_names: tuple[str, ...], topic: str = "joint_states", strict: bool = False):
-        self.joint_names = tuple(joint_names)
-        self.topic = topic
-        self.strict = strict
-        """Refuse extra names too (by default a message may carry joints the robot spec does not list)."""
-        self._names: list[str] | None = None
-        self._index: np.ndarray | None = None
-
-    def check(self, names) -> tuple[list[str], list[str]]:
-        """(missing, extra) joint names of a message."""
-        names = list(names)
-        have = set(names)
-        missing = [n for n in self.joint_names if n not in have]
-        extra = [n for n in names if n not in set(self.joint_names)]
-        return missing, extra
-
-    def index(self, names) -> np.ndarray:
-        if self._names is not None and names == self._names:
-            return self._index
-        names = list(names)
-        missing, extra = self.check(names)
-        if missing or (self.strict and extra):
-            raise JointNameError(missing, extra, self.joint_names, self.topic)
-        self._index = np.array([names.index(n) for n in self.joint_names], dtype=np.intp)
-        self._names = names
-        return self._index
-
-    def read(self, msg, field: str = "position") -> np.ndarray:
-        """``msg.<field>`` in spec order (float64); ``JointNameError`` for missing names, ``ValueError`` when the
-        field does not have one value per name."""
-        idx = self.index(msg.name)
-        values = np.asarray(getattr(msg, field), dtype=np.float64)
-        if values.shape[0] != len(msg.name):
-            raise ValueError(f"{self.topic}: {field} has {values.shape[0]} values for {len(msg.name)} names")
-        return values[idx]
-
-
-# ---- the subscription loop ----------------------------------------------------------------------------------------
 class _OutsideExecutors(CallbackGroup):
     """A callback group no executor will run: its entities belong to a ``SubscriptionLoop``."""
 
@@ -138,51 +86,54 @@ class _OutsideExecutors(CallbackGroup):
         pass
 
 
+def _report(node, topic: str, exc: Exception) -> None:
+    """Hand a callback's exception to the node (``R2sNode.callback_failed``), or log it."""
+    handler = getattr(node, "callback_failed", None)
+    if handler is not None:
+        handler(topic, exc)
+    else:
+        node.get_logger().error(f"callback for {topic} failed: {type(exc).__name__}: {exc}")
+
+
 class SubscriptionLoop:
     """Takes the messages of a few subscriptions in a dedicated thread, outside the node's executor.
 
-    ``clear`` stops the thread and destroys the subscriptions. Callbacks get the
-    message (bytes for a raw subscription) and run in the loop's thread, one at a time, in arrival order per
-    subscription. An exception in a callback is logged (the first few, then every 100th) and the loop goes on.
+    Callbacks get the message (bytes for a raw subscription) and run in the loop's thread, one at a time, in arrival
+    order per subscription. Work per wake-up is bounded: at most ``TAKE_BATCH`` messages per subscription, and a
+    ``latest_only`` subscription takes what is queued as bytes and deserializes and dispatches only the newest — a
+    10 kHz flood costs a copy per message, not a callback. An exception in a callback goes to the node
+    (``R2sNode.callback_failed``: counted, logged throttled) and the loop goes on. ``clear`` stops the thread and
+    destroys the subscriptions.
     """
 
     def __init__(self, node, name: str = "io"):
         self._node = node
         self._name = name
         self._group = _OutsideExecutors()
-        self._entries: list[tuple[Any, Callable]] = []
+        self._entries: list[tuple[Any, Callable, bool]] = []
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._guard = node.create_guard_condition(lambda: None, callback_group=self._group)
-        self._tick: tuple[float, Callable[[], None]] | None = None
-        self.callback_errors = 0
 
-    def every(self, period_s: float | None, callback: Callable[[], None] | None = None) -> None:
-        """Also call ``callback`` every ``period_s`` in the loop's thread (None: no more); a watchdog placed here
-        costs no executor wake-ups and never waits behind the executor's callbacks."""
-        running = self._thread is not None
-        self.stop()
-        self._tick = (period_s, callback) if period_s else None
-        if running:
-            self.start()
-
-    def subscribe(self, msg_type, topic: str, callback: Callable, qos: QoSProfile, raw: bool = False):
-        """Add a subscription (a running loop restarts to include it; nothing queued is lost)."""
+    def subscribe(self, msg_type, topic: str, callback: Callable, qos: QoSProfile, raw: bool = False,
+                  latest_only: bool = False):
+        """Add a subscription (a running loop restarts to include it; nothing queued is lost). ``latest_only``:
+        dispatch only the newest of the messages waiting at each wake-up (state streams, where older is useless)."""
         running = self._thread is not None
         self.stop()
         sub = self._node.create_subscription(msg_type, topic, lambda _msg: None, qos,
                                              callback_group=self._group, raw=raw)
-        self._entries.append((sub, callback))
+        self._entries.append((sub, callback, latest_only))
         if running:
             self.start()
         return sub
 
     @property
     def subscriptions(self) -> list:
-        return [sub for sub, _ in self._entries]
+        return [sub for sub, _, _ in self._entries]
 
     def start(self) -> None:
-        if self._thread is not None or not (self._entries or self._tick):
+        if self._thread is not None or not self._entries:
             return
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name=f"{self._node.get_name()}-{self._name}", daemon=True)
@@ -198,68 +149,108 @@ class SubscriptionLoop:
 
     def clear(self) -> None:
         self.stop()
-        for sub, _ in self._entries:
+        for sub, _, _ in self._entries:
             self._node.destroy_subscription(sub)
         self._entries = []
 
     def poll(self) -> int:
         """Take and dispatch whatever is waiting now, in the caller's thread (the loop must be stopped); returns the
-        number of messages taken. The recorder drains its queues with it at shutdown."""
+        number of messages taken."""
         n = 0
-        for sub, callback in self._entries:
-            n += self._take_all(sub, callback)
+        for sub, callback, latest_only in self._entries:
+            n += self._take(sub, callback, latest_only, limit=None)
         return n
 
-    def _take_all(self, sub, callback) -> int:
+    def _take(self, sub, callback, latest_only: bool, limit: int | None = TAKE_BATCH) -> int:
         n = 0
-        while True:
+        newest = None
+        while limit is None or n < limit:
             try:
-                taken = sub.handle.take_message(sub.msg_type, sub.raw)
-            except Exception:  # a destroyed handle during shutdown
-                return n
+                taken = sub.handle.take_message(sub.msg_type, sub.raw or latest_only)
+            except Exception as e:  # a destroyed handle during shutdown, or a sample that does not deserialize
+                if not self._stop.is_set():
+                    _report(self._node, sub.topic_name, e)
+                break
             if taken is None:
-                return n
+                break
             n += 1
+            if latest_only:
+                newest = taken[0]
+                continue
+            self._dispatch(sub, callback, taken[0])
+        if newest is not None:
             try:
-                callback(taken[0])
-            except Exception:
-                self.callback_errors += 1
-                if self.callback_errors <= 5 or self.callback_errors % 100 == 0:
-                    self._node.get_logger().error(
-                        f"callback for {sub.topic_name} failed ({self.callback_errors} so far):\n"
-                        f"{traceback.format_exc()}")
+                msg = newest if sub.raw else deserialize_message(newest, sub.msg_type)
+            except Exception as e:
+                _report(self._node, sub.topic_name, e)
+                return n
+            self._dispatch(sub, callback, msg)
+        return n
+
+    def _dispatch(self, sub, callback, msg) -> None:
+        try:
+            callback(msg)
+        except Exception as e:
+            _report(self._node, sub.topic_name, e)
 
     def _run(self) -> None:
         ctx = self._node.context
         entries = list(self._entries)
-        period, tick = self._tick if self._tick else (None, None)
-        next_tick = time.monotonic() + period if period else None
         ws = _rclpy.WaitSet(len(entries), 1, 0, 0, 0, 0, ctx.handle)
         with ExitStack() as stack:
-            for sub, _ in entries:
+            for sub, _, _ in entries:
                 stack.enter_context(sub.handle)
             stack.enter_context(self._guard.handle)
             while not self._stop.is_set() and ctx.ok():
                 ws.clear_entities()
-                for sub, _ in entries:
+                for sub, _, _ in entries:
                     ws.add_subscription(sub.handle)
                 ws.add_guard_condition(self._guard.handle)
-                ws.wait(-1 if next_tick is None else max(0, int((next_tick - time.monotonic()) * 1e9)))
+                ws.wait(-1)
                 if self._stop.is_set():
                     break
                 ready = ws.get_ready_entities("subscription")
-                for sub, callback in entries:
+                for sub, callback, latest_only in entries:
                     if sub.handle.pointer in ready:
-                        self._take_all(sub, callback)
-                if next_tick is not None and time.monotonic() >= next_tick:
-                    next_tick += period
-                    if next_tick < time.monotonic():  # fell behind (a stall): no burst of catch-up ticks
-                        next_tick = time.monotonic() + period
-                    try:
-                        tick()
-                    except Exception:
-                        self.callback_errors += 1
-                        self._node.get_logger().error(f"periodic callback failed:\n{traceback.format_exc()}")
+                        self._take(sub, callback, latest_only)
+
+
+class Ticker:
+    """Calls ``callback`` every ``period_s`` in its own thread — a watchdog that fires whatever the input load, since
+    no subscription shares its thread. An exception goes to the node like a callback's; the ticker goes on. After a
+    stall it resumes at the period (no burst of catch-up ticks)."""
+
+    def __init__(self, node, period_s: float, callback: Callable[[], None], name: str = "tick"):
+        self._node, self.period_s, self._callback, self._name = node, float(period_s), callback, name
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name=f"{self._node.get_name()}-{self._name}",
+                                            daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            if self._thread is not threading.current_thread():
+                self._thread.join(timeout=5.0)
+            self._thread = None
+
+    def _run(self) -> None:
+        period = self.period_s
+        next_tick = time.monotonic() + period
+        while not self._stop.wait(max(0.0, next_tick - time.monotonic())):
+            try:
+                self._callback()
+            except Exception as e:
+                _report(self._node, self._name, e)
+            next_tick += period
+            now = time.monotonic()
+            if next_tick < now:
+                next_tick = now + period
 
 
 # ---- parameters ---------------------------------------------------------------------------------------------------
@@ -290,10 +281,20 @@ def status_array(stamp_ns: int, name: str, message: str, hardware_id: str, value
 
 
 class R2sNode(LifecycleNode):
-    """A lifecycle node with a ``SubscriptionLoop`` and a throttled logger for the hot path.
+    """A lifecycle node with a ``SubscriptionLoop``, entity bookkeeping, message-drop accounting and a throttled
+    logger for the hot path.
 
-    Subclasses implement ``on_configure``/``on_activate``/…; at process shutdown an active node is deactivated,
-    then shut down (``run_node``)."""
+    Entities made with ``add_publisher`` / ``add_subscription`` / ``add_service`` (destroyed at cleanup) and
+    ``add_timer`` (destroyed at deactivation) are tracked, so a subclass's transitions only create what it needs;
+    ``on_deactivate`` / ``on_cleanup`` / ``on_shutdown`` here destroy them (subclasses call ``super()``).
+
+    Nothing a message does may end the node: a callback's exception (in the executor, the subscription loop or a
+    ticker) goes to ``callback_failed`` — a ``BadMessage`` is a dropped message, counted per topic (``dropped``,
+    in the nodes' diagnostics) and warned about (throttled), anything else a callback error, logged with its
+    traceback (throttled) — and the node goes on. A transition callback's exception, which rclpy would swallow
+    silently, is logged with its traceback before the transition fails. At process shutdown an active node is
+    deactivated, then shut down (``run_node``); if that fails, ``last_words`` still runs.
+    """
 
     def __init__(self, name: str, **kwargs):
         super().__init__(name, **kwargs)
@@ -303,7 +304,107 @@ class R2sNode(LifecycleNode):
         self.active = False
         self._sim_time = bool(self.get_parameter("use_sim_time").value)
         self._throttle: dict[str, float] = {}
+        self._entities: dict[str, list[tuple[str, Any]]] = {"cleanup": [], "deactivate": []}
+        self.dropped: dict[str, int] = {}
+        """Messages refused where they arrived, per topic."""
+        self.callback_errors = 0
+        # rclpy turns an exception in a transition callback into a failed transition without a word: say why.
+        for state_id, callback in list(self._callbacks.items()):
+            self._callbacks[state_id] = self._logged_transition(callback)
 
+    # ---- entities -------------------------------------------------------------------------------------------------
+    def _track(self, kind: str, entity, until: str):
+        self._entities[until].append((kind, entity))
+        return entity
+
+    def add_publisher(self, msg_type, topic: str, qos, lifecycle: bool = True):
+        """A publisher, destroyed at cleanup; ``lifecycle``: it publishes only while the node is active."""
+        if lifecycle:
+            return self._track("lifecycle_publisher", self.create_lifecycle_publisher(msg_type, topic, qos), "cleanup")
+        return self._track("publisher", self.create_publisher(msg_type, topic, qos), "cleanup")
+
+    def add_subscription(self, msg_type, topic: str, callback: Callable, qos):
+        """An executor subscription, destroyed at cleanup; its callback's exceptions go to ``callback_failed``."""
+        def guarded(msg):
+            try:
+                callback(msg)
+            except Exception as e:
+                self.callback_failed(topic, e)
+
+        return self._track("subscription", self.create_subscription(msg_type, topic, guarded, qos), "cleanup")
+
+    def add_service(self, srv_type, name: str, callback: Callable):
+        """A service, destroyed at cleanup; an exception in its callback is logged and answered with the default
+        response (``success`` False for a Trigger), never left unanswered."""
+        def guarded(request, response):
+            try:
+                return callback(request, response)
+            except Exception as e:
+                self.callback_failed(name, e)
+                if hasattr(response, "message"):
+                    response.message = f"{type(e).__name__}: {e}"
+                return response
+
+        return self._track("service", self.create_service(srv_type, name, guarded), "cleanup")
+
+    def add_timer(self, period_s: float, callback: Callable):
+        """An executor timer, destroyed at deactivation."""
+        def guarded():
+            try:
+                callback()
+            except Exception as e:
+                self.callback_failed("timer", e)
+
+        return self._track("timer", self.create_timer(period_s, guarded), "deactivate")
+
+    def release(self, until: str) -> None:
+        """Destroy the tracked entities of one lifetime (``deactivate`` or ``cleanup``), newest first."""
+        entities, self._entities[until] = self._entities[until], []
+        for kind, entity in reversed(entities):
+            try:
+                getattr(self, f"destroy_{kind}")(entity)
+            except Exception as e:  # already gone with the node
+                self.get_logger().debug(f"destroy_{kind}: {e}")
+
+    # ---- failures -------------------------------------------------------------------------------------------------
+    def callback_failed(self, topic: str, exc: Exception) -> None:
+        """A callback raised: a ``BadMessage`` is a dropped message, anything else a callback error."""
+        if isinstance(exc, BadMessage):
+            self.drop(topic, str(exc))
+            return
+        self.callback_errors += 1
+        self.log_throttled(f"error:{topic}", f"callback for {topic} failed ({self.callback_errors} so far): "
+                           f"{type(exc).__name__}: {exc}\n{''.join(traceback.format_exception(exc))}", level="error")
+
+    def drop(self, topic: str, reason: str) -> None:
+        """Count a message refused where it arrived and warn (throttled per topic)."""
+        n = self.dropped.get(topic, 0) + 1
+        self.dropped[topic] = n
+        self.log_throttled(f"drop:{topic}", f"dropped a message on {topic} ({n} so far): {reason}")
+
+    def health_values(self) -> dict[str, str]:
+        """Diagnostics values every node publishes: ``dropped`` (total), ``dropped:<topic>`` and
+        ``callback_errors``."""
+        values = {"dropped": str(sum(self.dropped.values())), "callback_errors": str(self.callback_errors)}
+        values.update({f"dropped:{t}": str(n) for t, n in sorted(self.dropped.items())})
+        return values
+
+    def _logged_transition(self, callback):
+        def transition(state):
+            try:
+                return callback(state)
+            except Exception as e:
+                self.get_logger().error(f"{callback.__name__} failed: {type(e).__name__}: {e}\n"
+                                        f"{''.join(traceback.format_exception(e))}")
+                raise
+        transition.__name__ = callback.__name__
+        return transition
+
+    def last_words(self, reason: str) -> None:
+        """Called when the node leaves ``active`` abnormally (a failed deactivation or transition): a subclass
+        makes its outputs safe here (the safety node sends a hold)."""
+
+    # ---- lifecycle ------------------------------------------------------------------------------------------------
     def on_activate(self, state):
         # Objects alive now (models, messages, buffers) leave the garbage collector's generations, so its pauses in
         # the control loop stay short.
@@ -311,6 +412,35 @@ class R2sNode(LifecycleNode):
         gc.freeze()
         return super().on_activate(state)
 
+    def on_deactivate(self, state):
+        self.active = False
+        self.release("deactivate")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state):
+        self.io.clear()
+        self.release("cleanup")
+        return SUCCESS
+
+    def on_shutdown(self, state):
+        self.io.clear()
+        self.release("deactivate")
+        self.release("cleanup")
+        return SUCCESS
+
+    def on_error(self, state):
+        """A transition raised: make the outputs safe, drop what was created, and return to unconfigured."""
+        try:
+            if self.active:
+                self.last_words("error")
+        finally:
+            self.active = False
+            self.io.clear()
+            self.release("deactivate")
+            self.release("cleanup")
+        return SUCCESS
+
+    # ---- helpers --------------------------------------------------------------------------------------------------
     def log_throttled(self, key: str, text: str, period_s: float = 2.0, level: str = "warn") -> None:
         now = time.monotonic()
         if now - self._throttle.get(key, -1e9) >= period_s:
@@ -363,7 +493,8 @@ def node_help(node_cls: type[R2sNode]) -> str:
 def run_node(node_cls: type[R2sNode], argv: list[str] | None = None) -> int:
     """Process entry point of a node: SIGINT/SIGTERM end the spin loop, then the node is deactivated (if active) and
     shut down (lifecycle ``shutdown`` transition), so a node never dies half-way through a callback and the
-    recorder closes its bag."""
+    recorder closes its bag. An exception out of the executor (a callback, a sample that does not deserialize) is
+    logged and the loop goes on: no message ends a node."""
     args = list(sys.argv if argv is None else argv)
     own = args[1:args.index("--ros-args")] if "--ros-args" in args else args[1:]
     if "-h" in own or "--help" in own:
@@ -390,16 +521,22 @@ def run_node(node_cls: type[R2sNode], argv: list[str] | None = None) -> int:
                 node.get_logger().error("autostart: configure/activate failed (see above)")
                 rc = 1
         while rc == 0 and not stop.is_set() and rclpy.ok():
-            executor.spin_once(timeout_sec=0.25)  # the timeout only bounds how late a signal is noticed
-    except KeyboardInterrupt:
-        pass
+            try:
+                executor.spin_once(timeout_sec=0.25)  # the timeout only bounds how late a signal is noticed
+            except KeyboardInterrupt:
+                break
+            except Exception as e:  # a message that does not deserialize, an rclpy error: the node stays up
+                if not rclpy.ok():
+                    break
+                node.callback_failed("executor", e)
     finally:
         try:
-            if node.active:
-                node.trigger_deactivate()
+            if node.active and node.trigger_deactivate() != SUCCESS:
+                node.last_words("deactivation failed")
             node.trigger_shutdown()
         except Exception:
             traceback.print_exc()
+            node.last_words("shutdown failed")
         node.io.clear()
         executor.remove_node(node)
         node.destroy_node()

@@ -339,8 +339,11 @@ class SafetySupervisor:
         self.hold_reason = None
         self._hold_target = None
         out = self._track(self._home, t)
-        if self.settled(self._home):
-            self._home = None  # arrived: the next decision is the sources' (or, deactivated, a hold here)
+        if self.settled(self._home):  # arrived: the next decision is the sources' (deactivated: a hold right here)
+            if self.deactivated:
+                self._hold_target = self._home
+                self.holds += 1
+            self._home = None
         return Decision(out, self.authority, np.ones(self.n), HOMING, int(t * 1e9))
 
     def final(self, t: float, reason: str) -> Decision | None:

@@ -1,17 +1,27 @@
-"""``safety_node``: between the policy and the hardware — clamps, rate-limits, watches, latches the e-stop, muxes
-teleoperation (decisions in ``stack.ros.safety``).
+"""``safety_node``: between the policy and the hardware — clamps, limits velocity and acceleration, watches, latches
+the e-stop, muxes teleoperation, homes (decisions in ``stack.ros.safety``).
 
 Inputs: ``joint_states`` (measured positions), the policy's proposal, a human's teleop command, a baseline's
-command, an authority request, the e-stop topic and services. Output: the executed command on the robot's hardware
-topic(s) — ``std_msgs/Float64MultiArray`` for a forward_command_controller and/or ``trajectory_msgs/JointTrajectory``
-for a joint_trajectory_controller (``command_interface``) — then, for the log, the stamped executed command, the
-authority, the intervention mask and the status (``stack.ros.topics``).
+command, an authority request, the e-stop topic and services, episode events. Output: the executed command on the
+robot's hardware topic(s) — ``std_msgs/Float64MultiArray`` for a forward_command_controller and/or
+``trajectory_msgs/JointTrajectory`` for a joint_trajectory_controller (``command_interface``) — then, for the log,
+the stamped executed command, the authority, the intervention mask and the status (``stack.ros.topics``).
 
 A command arriving from the source that has authority is checked and forwarded at once (no added period of delay).
-A watchdog timer (``watchdog_rate_hz``) holds position when joint_states or the commanding source go quiet for
-``watchdog_timeout_s`` (default 1.5 control periods; checked at 4× the control rate up to 200 Hz, so a hold begins
-within two control periods at 20–100 Hz) and re-publishes the hold once per control period: ros2_control's
-forward_command_controller would otherwise keep executing the last command forever.
+Every message is validated where it arrives (joint names, lengths, points, stamps not in the future); a bad one is
+dropped, counted (``dropped`` in ``/diagnostics``) and warned about — no message ends the node. The measured and
+command streams are taken newest-first in the subscription loop, so a flood costs copies, not decisions; the
+watchdog runs in **its own thread** (``watchdog_rate_hz``), so it fires whatever the input load: it holds position
+when joint_states or the commanding source go quiet for ``watchdog_timeout_s`` (default 1.5 control periods) or the
+policy's observation gets older than ``max_obs_age_s``, and re-publishes the hold once per control period:
+ros2_control's forward_command_controller would otherwise keep executing the last command forever.
+
+Homing: ``home_on_activate`` / ``home_on_deactivate`` move the arm to ``home_pose`` along the limited path (status
+``homing``); otherwise activation holds where the arm is until the policy commands, and deactivation holds. Either
+way deactivation (also on SIGINT/SIGTERM, and after a failed transition) waits up to ``deactivate_timeout_s`` for
+the command to come to rest and ends with a hold: the last command on the wire is never "ok". An e-stop reset
+returns authority to ``reset_authority`` (``policy`` unless set) and publishes the change with a hold at once;
+authority requests are refused while the e-stop is latched.
 
 Run: ``python -m stack.ros.safety_node --ros-args --params-file launch/so101.yaml`` (console script
 ``r2s-safety-node``); lifecycle: configure → activate.
@@ -19,7 +29,9 @@ Run: ``python -m stack.ros.safety_node --ros-args --params-file launch/so101.yam
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
@@ -30,9 +42,11 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from stack.ros import topics
 from stack.ros.common import (
-    QOS_LATCHED, QOS_RELIABLE, QOS_STATE, SUCCESS, JointMatcher, JointNameError, R2sNode, declare_parameters,
-    load_robot, run_node, set_stamp, status_array,
+    QOS_LATCHED, QOS_RELIABLE, QOS_STATE, SUCCESS, BadMessage, JointMatcher, R2sNode, Ticker, declare_parameters,
+    load_robot, run_node, set_stamp, stamp_ns, status_array,
 )
+from stack.ros.episode_tracker import episode_event
+from stack.ros.messages import check_stamp, partial_joint_command, trajectory_positions
 from stack.ros.safety import AUTHORITIES, Decision, SafetySupervisor
 
 PARAMS = {
@@ -45,14 +59,27 @@ PARAMS = {
     "authority_request_topic": (topics.AUTHORITY_REQUEST, "String: policy | human | baseline"),
     "estop_topic": (topics.ESTOP, "Bool: true latches the e-stop"),
     "initial_authority": ("policy", "authority at activation"),
+    "reset_authority": ("policy", "authority after an e-stop reset (whatever was requested before or during it)"),
     "command_interface": ("forward", "hardware interface: forward | trajectory | both"),
     "command_topic": ("", "forward_command_controller topic (empty: the spec's)"),
     "trajectory_topic": ("", "joint_trajectory_controller topic (empty: the spec's)"),
     "watchdog_timeout_s": (0.0, "input age that triggers a hold (0: 1.5 control periods)"),
+    "max_obs_age_s": (0.0, "a policy proposal whose observation (its stamp) is older than this holds "
+                           "(0: watchdog_timeout_s)"),
+    "max_future_stamp_s": (0.05, "a message stamped further ahead of this node's clock is dropped; inputs that "
+                                 "seem this far in the future (a clock stepped back) hold"),
     "teleop_timeout_s": (0.5, "teleop input age that triggers a hold while a human has authority"),
-    "watchdog_rate_hz": (0.0, "watchdog check rate (0: 4x the control rate, at most 200 Hz)"),
+    "watchdog_rate_hz": (0.0, "watchdog check rate, in its own thread (0: 4x the control rate, at most 200 Hz)"),
     "velocity_scale": (1.0, "fraction of each joint's vel_max the command may move at"),
+    "acceleration_scale": (1.0, "fraction of each joint's acc_max the command's speed may change at"),
     "position_margin": (0.0, "distance kept from each position limit (rad)"),
+    "jump_tolerance_rad": (0.1, "a joint_states reading further from the last one than vel_max x 1.5 x elapsed + "
+                                "this is implausible: refused and held through"),
+    "confirm_samples": (3, "consecutive agreeing readings after which an implausible jump is accepted as real"),
+    "home_pose": ("", "JSON list of joint positions of the safe pose (empty: the spec's home)"),
+    "home_on_activate": (False, "move to home_pose at activation (false: hold where the arm is)"),
+    "home_on_deactivate": (False, "move to home_pose at deactivation (false: hold where the arm is)"),
+    "deactivate_timeout_s": (2.0, "how long deactivation waits for the command to come to rest (or home)"),
     "diagnostics_period_s": (1.0, "period of the /diagnostics status"),
 }
 
@@ -61,10 +88,10 @@ class SafetyNode(R2sNode):
     def __init__(self):
         super().__init__(topics.SAFETY_NODE)
         self.p = declare_parameters(self, PARAMS)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self.sup: SafetySupervisor | None = None
-        self._tmrs = []
-        self._pubs = {}
+        self._watchdog_ticker: Ticker | None = None
+        self._pubs: dict = {}
 
     # ---- lifecycle ------------------------------------------------------------------------------------------------
     def on_configure(self, state):
@@ -75,165 +102,194 @@ class SafetyNode(R2sNode):
             return self.fail(f"configure: {e}")
         if p.command_interface not in ("forward", "trajectory", "both"):
             return self.fail(f"command_interface: {p.command_interface!r}; expected forward, trajectory or both")
-        if p.initial_authority not in AUTHORITIES:
-            return self.fail(f"initial_authority: {p.initial_authority!r}; expected one of {list(AUTHORITIES)}")
+        for name in ("initial_authority", "reset_authority"):
+            if getattr(p, name) not in AUTHORITIES:
+                return self.fail(f"{name}: {getattr(p, name)!r}; expected one of {list(AUTHORITIES)}")
         period = spec.control_period_s
         self.timeout_s = p.watchdog_timeout_s or 1.5 * period
         try:
-            self.sup = SafetySupervisor(spec, self.timeout_s, p.teleop_timeout_s, p.velocity_scale, p.position_margin)
+            self.home = self._home_pose()
+            self.sup = SafetySupervisor(
+                spec, self.timeout_s, p.teleop_timeout_s, p.velocity_scale, p.position_margin, p.acceleration_scale,
+                max_obs_age_s=p.max_obs_age_s or self.timeout_s, max_future_s=p.max_future_stamp_s,
+                jump_tolerance=p.jump_tolerance_rad, confirm_samples=p.confirm_samples,
+                reset_authority=p.reset_authority)
         except ValueError as e:
             return self.fail(f"configure: {e}")
         self.sup.set_authority(p.initial_authority)
+        self.max_future_ns = int(p.max_future_stamp_s * 1e9)
         self.js_topic = p.joint_states_topic or spec.joint_states_topic
         self.joints = JointMatcher(spec.joint_names, self.js_topic)
         self.proposal_joints = JointMatcher(spec.joint_names, p.proposal_topic)
         self.baseline_joints = JointMatcher(spec.joint_names, p.baseline_topic)
 
-        pub = self.create_lifecycle_publisher
+        # Plain publishers, gated by ``active`` here: the last hold must go out even from a failed transition.
+        pub = self.add_publisher
         self._pubs = {}
         if p.command_interface in ("forward", "both"):
-            self._pubs["forward"] = pub(Float64MultiArray, p.command_topic or spec.command_topic, QOS_RELIABLE)
+            self._pubs["forward"] = pub(Float64MultiArray, p.command_topic or spec.command_topic, QOS_RELIABLE, False)
         if p.command_interface in ("trajectory", "both"):
-            self._pubs["trajectory"] = pub(JointTrajectory, p.trajectory_topic or spec.trajectory_topic, QOS_RELIABLE)
-        self._pubs["executed"] = pub(JointTrajectory, topics.EXECUTED, QOS_RELIABLE)
-        self._pubs["authority"] = pub(String, topics.AUTHORITY, QOS_RELIABLE)
-        self._pubs["mask"] = pub(Float64MultiArray, topics.INTERVENTION_MASK, QOS_RELIABLE)
-        self._pubs["status"] = pub(String, topics.SAFETY_STATUS, QOS_RELIABLE)
-        self._estop_pub = self.create_publisher(Bool, topics.ESTOP_STATE, QOS_LATCHED)
-        self._diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, QOS_RELIABLE)
+            self._pubs["trajectory"] = pub(JointTrajectory, p.trajectory_topic or spec.trajectory_topic, QOS_RELIABLE,
+                                           False)
+        self._pubs["executed"] = pub(JointTrajectory, topics.EXECUTED, QOS_RELIABLE, False)
+        self._pubs["authority"] = pub(String, topics.AUTHORITY, QOS_RELIABLE, False)
+        self._pubs["mask"] = pub(Float64MultiArray, topics.INTERVENTION_MASK, QOS_RELIABLE, False)
+        self._pubs["status"] = pub(String, topics.SAFETY_STATUS, QOS_RELIABLE, False)
+        self._estop_pub = pub(Bool, topics.ESTOP_STATE, QOS_LATCHED, False)
+        self._diag_pub = pub(DiagnosticArray, topics.DIAGNOSTICS, QOS_RELIABLE, False)
 
-        # Latency-critical inputs in the subscription loop; the rest in the executor.
-        self.io.subscribe(JointState, self.js_topic, self._on_joint_states, QOS_STATE)
-        self.io.subscribe(JointTrajectory, p.proposal_topic, self._on_proposal, QOS_RELIABLE)
-        self._subs = [
-            self.create_subscription(JointState, p.teleop_topic, self._on_teleop, QOS_RELIABLE),
-            self.create_subscription(JointTrajectory, p.baseline_topic, self._on_baseline, QOS_RELIABLE),
-            self.create_subscription(String, p.authority_request_topic, self._on_authority_request, QOS_RELIABLE),
-            self.create_subscription(Bool, p.estop_topic, self._on_estop_topic, QOS_RELIABLE),
-            self.create_subscription(DiagnosticArray, topics.EPISODE, self._on_episode, QOS_RELIABLE),
-        ]
-        self._srvs = [
-            self.create_service(Trigger, topics.ESTOP_SERVICE, self._srv_estop),
-            self.create_service(Trigger, topics.RESET_ESTOP_SERVICE, self._srv_reset),
-        ]
+        # Command and state streams in the subscription loop, newest first; the rest in the executor.
+        self.io.subscribe(JointState, self.js_topic, self._on_joint_states, QOS_STATE, latest_only=True)
+        self.io.subscribe(JointTrajectory, p.proposal_topic, self._on_proposal, QOS_RELIABLE, latest_only=True)
+        self.io.subscribe(JointState, p.teleop_topic, self._on_teleop, QOS_RELIABLE, latest_only=True)
+        self.io.subscribe(JointTrajectory, p.baseline_topic, self._on_baseline, QOS_RELIABLE, latest_only=True)
+        self.add_subscription(String, p.authority_request_topic, self._on_authority_request, QOS_RELIABLE)
+        self.add_subscription(Bool, p.estop_topic, self._on_estop_topic, QOS_RELIABLE)
+        self.add_subscription(DiagnosticArray, topics.EPISODE, self._on_episode, QOS_RELIABLE)
+        self.add_service(Trigger, topics.ESTOP_SERVICE, self._srv_estop)
+        self.add_service(Trigger, topics.RESET_ESTOP_SERVICE, self._srv_reset)
         self._publish_estop_state()
         self._hw_msgs()
-        self.outputs = self.limited = 0
+        self.outputs = self.limited = self.nonfinite_measurements = self.refused_authority = 0
+        self._episode_seen: str | None = None
         self.get_logger().info(
             f"configured for {spec.name} at {spec.control_rate_hz:g} Hz: hardware {p.command_interface} "
             f"({', '.join(t.topic_name for k, t in self._pubs.items() if k in ('forward', 'trajectory'))}), "
-            f"watchdog {self.timeout_s * 1e3:.0f} ms")
+            f"watchdog {self.timeout_s * 1e3:.0f} ms, reset authority {p.reset_authority}")
         return SUCCESS
 
+    def _home_pose(self) -> np.ndarray | None:
+        text = self.p.home_pose.strip()
+        if not text:
+            home = self.spec.extra.get("home")
+            return None if home is None else np.asarray(home, dtype=np.float64)
+        try:
+            home = np.asarray(json.loads(text), dtype=np.float64)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"home_pose: {text!r} is not a JSON list of numbers ({e})") from None
+        if home.shape != (self.spec.num_joints,) or not np.all(np.isfinite(home)):
+            raise ValueError(f"home_pose: expected {self.spec.num_joints} finite joint positions "
+                             f"{list(self.spec.joint_names)}, got {text}")
+        return home
+
     def on_activate(self, state):
-        spec = self.spec
-        rate = self.p.watchdog_rate_hz or min(4.0 * spec.control_rate_hz, 200.0)
-        self._tmrs = [self.create_timer(self.p.diagnostics_period_s, self._publish_diagnostics)]
+        p = self.p
+        if (p.home_on_activate or p.home_on_deactivate) and self.home is None:
+            return self.fail(f"home_on_activate/home_on_deactivate: robot {self.spec.name} has no home pose; set "
+                             "home_pose")
+        with self._lock:
+            self.sup.deactivated = False
+            if p.home_on_activate:
+                self.sup.start_homing(self.home)
+        rate = p.watchdog_rate_hz or min(4.0 * self.spec.control_rate_hz, 200.0)
         self.active = True
-        self.io.every(1.0 / rate, self._watchdog)  # in the subscription loop's thread, beside the inputs it watches
+        self._watchdog_ticker = Ticker(self, 1.0 / rate, self._watchdog, "watchdog")
+        self._watchdog_ticker.start()
         self.io.start()
+        self.add_timer(p.diagnostics_period_s, self._publish_diagnostics)
         return super().on_activate(state)
 
     def on_deactivate(self, state):
         with self._lock:
-            # Leave the robot holding where it is: the forward controller would keep the last command forever.
-            decision = self.sup.hold(self._t(), "deactivated")
-            if decision is not None and self.active:
-                self._publish(decision)
-            self.active = False
-        self.io.stop()
-        for t in self._tmrs:
-            self.destroy_timer(t)
-        self._tmrs = []
+            home = self.home if self.p.home_on_deactivate else None
+            self.sup.deactivate(home)
+            self._decide_and_publish(self._t())  # stop commanding the sources' targets now
+        deadline = time.monotonic() + self.p.deactivate_timeout_s
+        while time.monotonic() < deadline:  # the watchdog ramps the command to rest (or home) meanwhile
+            with self._lock:
+                if not self.sup.homing and self.sup.settled():
+                    break
+            time.sleep(0.01)
+        self.last_words("deactivated")
+        self.active = False
+        self._stop_threads()
         return super().on_deactivate(state)
 
-    def on_cleanup(self, state):
-        self.io.clear()
-        for s in self._subs:
-            self.destroy_subscription(s)
-        for s in self._srvs:
-            self.destroy_service(s)
-        for pub in self._pubs.values():
-            self.destroy_lifecycle_publisher(pub)
-        self.destroy_publisher(self._estop_pub)
-        self.destroy_publisher(self._diag_pub)
-        self._subs, self._srvs, self._pubs = [], [], {}
-        return SUCCESS
+    def _stop_threads(self) -> None:
+        if self._watchdog_ticker is not None:
+            self._watchdog_ticker.stop()
+            self._watchdog_ticker = None
+        self.io.stop()
+
+    def last_words(self, reason: str) -> None:
+        """The last command: a hold where the command is now (no step), whatever state the node is in."""
+        if self.sup is None or not self._pubs:
+            return
+        if not self._lock.acquire(timeout=1.0):
+            self.get_logger().error("last words: the lock is held; sending the hold anyway")
+        try:
+            decision = self.sup.final(self._t(), reason)
+            if decision is not None:
+                self._publish(decision, force=True)
+        finally:
+            try:
+                self._lock.release()
+            except RuntimeError:
+                pass
+
+    def on_error(self, state):
+        self._stop_threads()
+        return super().on_error(state)
 
     def on_shutdown(self, state):
-        return SUCCESS
+        self._stop_threads()
+        return super().on_shutdown(state)
 
     # ---- inputs ---------------------------------------------------------------------------------------------------
     def _t(self) -> float:
         return self.now_ns() * 1e-9
 
     def _on_joint_states(self, msg: JointState) -> None:
-        try:
-            q = self.joints.read(msg, "position")
-        except (JointNameError, ValueError) as e:
-            self.log_throttled("js", f"ignoring joint_states: {e}", level="error")
-            return
+        q = self.joints.read(msg, "position")
+        now = self.now_ns()
+        stamp = check_stamp(self.js_topic, stamp_ns(msg.header.stamp), now, self.max_future_ns)
         with self._lock:
-            ok = self.sup.measured(q, self._t()) is None
-        if not ok:
-            self.log_throttled("js-nan", f"ignoring non-finite joint_states position {q.tolist()}", level="error")
-
-    def _trajectory_values(self, msg: JointTrajectory, matcher: JointMatcher) -> np.ndarray | None:
-        if not msg.points:
-            self.log_throttled(matcher.topic, f"{matcher.topic}: trajectory without points ignored")
-            return None
-        try:
-            idx = matcher.index(msg.joint_names)
-        except JointNameError as e:
-            self.log_throttled(matcher.topic, str(e), level="error")
-            return None
-        return np.asarray(msg.points[0].positions, dtype=np.float64)[idx]
+            refused = self.sup.measured(q, now * 1e-9, stamp)
+        if refused is not None:
+            if refused.startswith("non-finite"):
+                self.nonfinite_measurements += 1
+            self.log_throttled("js-refused", f"joint_states refused: {refused}", level="error")
 
     def _on_proposal(self, msg: JointTrajectory) -> None:
-        values = self._trajectory_values(msg, self.proposal_joints)
-        if values is None:
-            return
-        with self._lock:
-            t = self._t()
-            self.sup.command("policy", values, t, msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec)
-            if self.sup.authority == "policy":
-                self._decide_and_publish(t)
+        values = trajectory_positions(msg, self.proposal_joints)
+        now = self.now_ns()
+        stamp = check_stamp(self.p.proposal_topic, stamp_ns(msg.header.stamp), now, self.max_future_ns)
+        self._command("policy", values, now, stamp)
 
     def _on_baseline(self, msg: JointTrajectory) -> None:
-        values = self._trajectory_values(msg, self.baseline_joints)
-        if values is None:
-            return
-        with self._lock:
-            t = self._t()
-            self.sup.command("baseline", values, t, self.now_ns())
-            if self.sup.authority == "baseline":
-                self._decide_and_publish(t)
+        values = trajectory_positions(msg, self.baseline_joints)
+        now = self.now_ns()
+        check_stamp(self.p.baseline_topic, stamp_ns(msg.header.stamp), now, self.max_future_ns)
+        self._command("baseline", values, now, now)
 
     def _on_teleop(self, msg: JointState) -> None:
-        names = list(msg.name)
-        commanded = np.array([n in names for n in self.spec.joint_names])
-        unknown = [n for n in names if n not in self.spec.joint_names]
-        if unknown or len(msg.position) != len(names):
-            self.log_throttled("teleop", f"teleop command ignored: unknown joints {unknown} or {len(msg.position)} "
-                                         f"positions for {len(names)} names", level="error")
-            return
-        values = np.zeros(self.spec.num_joints)
-        values[commanded] = [msg.position[names.index(n)] for n in np.array(self.spec.joint_names)[commanded]]
+        values, commanded = partial_joint_command(self.p.teleop_topic, msg.name, msg.position, self.spec.joint_names)
+        now = self.now_ns()
+        stamp = check_stamp(self.p.teleop_topic, stamp_ns(msg.header.stamp), now, self.max_future_ns)
+        self._command("human", values, now, stamp or now, commanded)
+
+    def _command(self, source: str, values: np.ndarray, now_ns: int, stamp: int, commanded=None) -> None:
         with self._lock:
-            t = self._t()
-            stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec or self.now_ns()
-            self.sup.command("human", values, t, stamp, commanded)
-            if self.sup.authority == "human":
+            t = now_ns * 1e-9
+            sup = self.sup
+            sup.command(source, values, t, stamp, commanded)
+            if sup.authority == source and not sup.homing and not sup.deactivated and self.active:
                 self._decide_and_publish(t)
 
     def _on_authority_request(self, msg: String) -> None:
+        authority = msg.data.strip()
+        if authority not in AUTHORITIES:
+            raise BadMessage(f"{self.p.authority_request_topic}: {msg.data[:40]!r} is not one of {list(AUTHORITIES)}")
         with self._lock:
+            before = self.sup.authority
             try:
-                self.sup.set_authority(msg.data.strip())
+                self.sup.set_authority(authority)
             except ValueError as e:
-                self.get_logger().error(str(e))
+                self.refused_authority += 1
+                self.log_throttled("authority", str(e), level="error")
                 return
-        self.get_logger().info(f"authority: {self.sup.authority}")
+        if authority != before:
+            self.get_logger().info(f"authority: {authority}")
 
     def _on_estop_topic(self, msg: Bool) -> None:
         if msg.data:
@@ -246,50 +302,57 @@ class SafetyNode(R2sNode):
 
     def _srv_reset(self, request, response):
         with self._lock:
-            was = self.sup.estopped
-            self.sup.reset_estop()
+            was = self.sup.reset_estop()
+            if was and self.active:
+                self._decide_and_publish(self._t())  # publishes the reset authority at once (holding)
+            authority = self.sup.authority
         self._publish_estop_state()
-        self.get_logger().warn("e-stop reset" if was else "e-stop reset requested (was not latched)")
+        if was:
+            self.get_logger().warn(f"e-stop reset: authority {authority}; holding until it sends a fresh command")
+        else:
+            self.get_logger().warn("e-stop reset requested (was not latched)")
         response.success = True
-        response.message = "e-stop released: the commanding source resumes with its next fresh command"
+        response.message = f"e-stop released: authority {authority}, which resumes with its next fresh command"
         return response
 
     def _latch_estop(self, by: str) -> None:
         with self._lock:
             first = not self.sup.estopped
             self.sup.estop()
-            if self.active:
+            if first and self.active:
                 self._decide_and_publish(self._t())  # hold at once, not at the next watchdog tick
         if first:
             self.get_logger().error(f"E-STOP latched by {by}: holding position until {topics.RESET_ESTOP_SERVICE}")
-        self._publish_estop_state()
+            self._publish_estop_state()
 
     def _on_episode(self, msg: DiagnosticArray) -> None:
-        if msg.status and msg.status[0].message == "start":
+        event, values = episode_event(msg, topics.EPISODE)
+        if event == "start" and values["episode"] != self._episode_seen:  # a repeated start is no new reset
+            self._episode_seen = values["episode"]
             with self._lock:
                 self.sup.resync(self._t())
 
     # ---- decisions and outputs ------------------------------------------------------------------------------------
     def _watchdog(self) -> None:
         with self._lock:
-            t = self._t()
-            sup = self.sup
-            reason = sup.check(t)
-            if reason is None:
+            if not self.active:
                 return
-            if not sup.holding or sup.last_output_age(t) >= 0.95 * self.spec.control_period_s:
+            t = self._t()
+            if self.sup.due(t):
                 self._decide_and_publish(t)
 
     def _decide_and_publish(self, t: float) -> None:
-        was_holding = self.sup.holding
-        decision = self.sup.decide(t)
-        if self.sup.holding and not was_holding:
-            self.log_throttled("hold", f"holding position: {self.sup.hold_reason}", period_s=1.0)
-        elif was_holding and not self.sup.holding:
-            self.get_logger().info("resuming: fresh commands from " + self.sup.authority)
-        if decision is None or not self.active:
-            return
-        self._publish(decision)
+        sup = self.sup
+        was_holding, was_homing = sup.holding, sup.homing
+        decision = sup.decide(t)
+        if sup.holding and not was_holding:
+            self.log_throttled("hold", f"holding position: {sup.hold_reason}", period_s=1.0)
+        elif was_holding and not sup.holding:
+            self.get_logger().info("resuming: " + ("homing" if sup.homing else "fresh commands from " + sup.authority))
+        if was_homing and not sup.homing and decision is not None and decision.status == "homing":
+            self.get_logger().info(f"homed: {np.round(decision.command, 4).tolist()}")
+        if decision is not None:
+            self._publish(decision)
 
     def _hw_msgs(self) -> None:
         names = list(self.spec.joint_names)
@@ -302,7 +365,9 @@ class SafetyNode(R2sNode):
         self._executed.points[0].time_from_start = self._traj.points[0].time_from_start
         self._mask = Float64MultiArray()
 
-    def _publish(self, d: Decision) -> None:
+    def _publish(self, d: Decision, force: bool = False) -> None:
+        if not (self.active or force):
+            return
         cmd = d.command.tolist()
         pubs = self._pubs
         if "forward" in pubs:
@@ -331,10 +396,16 @@ class SafetyNode(R2sNode):
                                                                  else DiagnosticStatus.OK)
             values = {
                 "authority": sup.authority, "estop": str(sup.estopped), "holding": str(sup.holding),
-                "hold_reason": sup.hold_reason or "", "holds": str(sup.holds), "outputs": str(self.outputs),
-                "limited": str(self.limited), "watchdog_timeout_ms": f"{self.timeout_s * 1e3:.1f}",
+                "hold_reason": sup.hold_reason or "", "holds": str(sup.holds), "homing": str(sup.homing),
+                "outputs": str(self.outputs), "limited": str(self.limited),
+                "implausible_joint_states": str(sup.implausible),
+                "nonfinite_joint_states": str(self.nonfinite_measurements),
+                "refused_authority_requests": str(self.refused_authority), "reset_authority": sup.reset_authority,
+                "watchdog_timeout_ms": f"{self.timeout_s * 1e3:.1f}",
+                "max_obs_age_ms": f"{sup.max_obs_age_s * 1e3:.1f}",
+                **self.health_values(),
             }
-            message = f"hold: {sup.hold_reason}" if sup.holding else "ok"
+            message = f"hold: {sup.hold_reason}" if sup.holding else ("homing" if sup.homing else "ok")
         self._diag_pub.publish(status_array(self.now_ns(), f"{self.get_name()}: safety", message, self.spec.name,
                                             values, level))
 

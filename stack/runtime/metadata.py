@@ -78,6 +78,24 @@ class PolicyMetadata:
         except (ValueError, TypeError) as e:
             raise MetadataError(f"metadata: malformed value ({e})") from e
 
+    def check_consistent(self) -> None:
+        """Refuse metadata that contradicts itself: a policy that could configure but never step."""
+        if self.obs_steps < 1:
+            raise MetadataError(f"obs_steps: {self.obs_steps}; expected >= 1")
+        if self.act_steps < 1:
+            raise MetadataError(f"act_steps: {self.act_steps}; expected >= 1 (actions executed per chunk)")
+        if self.horizon < self.act_steps:
+            raise MetadataError(f"horizon: {self.horizon} is shorter than act_steps {self.act_steps}; expected "
+                                "horizon >= act_steps")
+        if self.act_dim != len(self.action_names):
+            raise MetadataError(f"act_dim: {self.act_dim} but action_names has {len(self.action_names)} entries")
+        if len(self.action_low) != self.act_dim or len(self.action_high) != self.act_dim:
+            raise MetadataError(f"action_low/action_high: {len(self.action_low)}/{len(self.action_high)} values; "
+                                f"expected act_dim = {self.act_dim}")
+        if sum(s.size for s in self.obs_layout) != self.obs_dim:
+            raise MetadataError(f"obs_layout: segments sum to {sum(s.size for s in self.obs_layout)}, obs_dim is "
+                                f"{self.obs_dim}")
+
     def check_robot(self, spec: RobotSpec, obs_layout: tuple[ObsSegment, ...] | None = None) -> None:
         """Refuse a model exported for another robot (name, joint order, control mode, rate) or observation layout."""
         spec.check_metadata(self.raw)

@@ -26,6 +26,44 @@ class PolicyOutputError(RuntimeError):
     """The model produced a non-finite action: the caller must hold position."""
 
 
+class ModelError(ValueError):
+    """The ONNX file cannot run as the policy its metadata describes (not loadable, wrong inputs or outputs)."""
+
+
+def _dims_match(shape, expected) -> bool:
+    """Whether an ONNX shape (ints, or str/None for symbolic dimensions) fits ``expected`` (None: any)."""
+    if shape is None or len(shape) != len(expected):
+        return False
+    return all(e is None or not isinstance(d, int) or d == e for d, e in zip(shape, expected))
+
+
+def check_graph(session: ort.InferenceSession, meta: PolicyMetadata) -> None:
+    """Refuse a graph whose inputs or outputs do not match its metadata (obs, noise, action), naming both shapes."""
+    inputs = {i.name: i.shape for i in session.get_inputs()}
+    outputs = {o.name: o.shape for o in session.get_outputs()}
+    expected_inputs = {"obs": [None, meta.obs_steps, meta.obs_dim]}
+    if meta.noise_shape:
+        expected_inputs["noise"] = [None, *meta.noise_shape]
+    for name, want in expected_inputs.items():
+        if name not in inputs:
+            raise ModelError(f"graph has no input {name!r} (inputs {sorted(inputs)}); metadata expects {name} "
+                             f"{['B', *want[1:]]}")
+        if not _dims_match(inputs[name], want):
+            raise ModelError(f"graph input {name} has shape {inputs[name]}; metadata says {['B', *want[1:]]} "
+                             f"(obs_steps={meta.obs_steps}, obs_dim={meta.obs_dim}, noise_shape="
+                             f"{list(meta.noise_shape)})")
+    extra = sorted(set(inputs) - set(expected_inputs))
+    if extra:
+        raise ModelError(f"graph has input(s) {extra} the metadata does not describe (noise_shape="
+                         f"{list(meta.noise_shape)})")
+    want = [None, meta.horizon, meta.act_dim]
+    if "action" not in outputs:
+        raise ModelError(f"graph has no output 'action' (outputs {sorted(outputs)})")
+    if not _dims_match(outputs["action"], want):
+        raise ModelError(f"graph output action has shape {outputs['action']}; metadata says ['B', horizon="
+                         f"{meta.horizon}, act_dim={meta.act_dim}] ({len(meta.action_names)} action names)")
+
+
 def session_options(threads: int = 1) -> ort.SessionOptions:
     """Low-latency settings: one thread (no spin-up cost, no fight with the control loop), all graph optimisations."""
     so = ort.SessionOptions()
@@ -36,6 +74,11 @@ def session_options(threads: int = 1) -> ort.SessionOptions:
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.log_severity_level = 3
     return so
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:300] if text else "(no message)"
 
 
 class OnnxPolicy:
@@ -84,13 +127,28 @@ class OnnxPolicy:
         temporal_ensemble: float | None = None,
         warmup: int = 10,
     ) -> "OnnxPolicy":
-        """Load and check a policy. ``robot_spec=None`` skips the robot check (sim evaluation only)."""
-        session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+        """Load and check a policy: the file loads, its metadata is consistent, the graph's inputs and outputs match
+        it and one zero-observation inference gives a ``[1, horizon, act_dim]`` chunk (``ModelError`` /
+        ``MetadataError`` say what is wrong). ``robot_spec=None`` skips the robot check (sim evaluation only)."""
+        try:
+            session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime's own exception types: not ONNX, empty, truncated, unsupported op…
+            raise ModelError(f"{path}: onnxruntime cannot load it: {type(e).__name__}: {_first_line(e)}") from None
         meta = PolicyMetadata.from_props(session.get_modelmeta().custom_metadata_map)
+        meta.check_consistent()
+        check_graph(session, meta)
         if robot_spec is not None:
             meta.check_robot(robot_spec, obs_layout)
         policy = cls(session, meta, robot_spec, noise=noise, seed=seed, temporal_ensemble=temporal_ensemble)
         obs = np.zeros((1, meta.obs_steps, meta.obs_dim), np.float32)
+        try:
+            chunk = policy.infer(obs, np.zeros((1, *meta.noise_shape), np.float32) if policy._has_noise else None)
+        except Exception as e:
+            raise ModelError(f"{path}: inference on a zero observation failed: {type(e).__name__}: "
+                             f"{_first_line(e)}") from None
+        if chunk.shape != (1, meta.horizon, meta.act_dim):
+            raise ModelError(f"{path}: the graph returned an action of shape {list(chunk.shape)} for one "
+                             f"observation; metadata says [1, horizon={meta.horizon}, act_dim={meta.act_dim}]")
         for _ in range(warmup):  # first runs allocate and pick kernels: keep that out of the control loop
             policy.infer(obs)
         return policy

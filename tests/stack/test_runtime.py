@@ -162,3 +162,43 @@ def test_runtime_never_imports_torch(tmp_path, weight):
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+# ---- models that cannot run are refused at load, saying why (issue 11.5) ------------------------------------------
+@pytest.mark.parametrize("content,match", [
+    (b"", "onnxruntime cannot load it"),
+    (b"this is not an onnx file at all", "onnxruntime cannot load it"),
+    ("truncated", "onnxruntime cannot load it"),
+])
+def test_a_file_onnxruntime_cannot_load_is_refused_naming_the_cause(tmp_path, weight, content, match):
+    from stack.runtime import ModelError
+
+    path = tmp_path / "bad.onnx"
+    if content == "truncated":
+        whole = linear_chunk_model(tmp_path / "m.onnx", weight).read_bytes()
+        path.write_bytes(whole[: len(whole) // 2])
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ModelError, match=match) as info:
+        OnnxPolicy.load(path, ARM)
+    assert str(path) in str(info.value) and len(str(info.value)) > len(str(path)) + 30
+
+
+@pytest.mark.parametrize("kwargs,overrides,match", [
+    ({"act_steps": 0}, {}, r"act_steps: 0; expected >= 1"),
+    ({"horizon": 2, "act_steps": 3}, {}, r"horizon: 2 is shorter than act_steps 3"),
+    ({}, {"action_names": json.dumps(["a"])}, r"act_dim: 2 but action_names has 1 entries"),
+    ({}, {"action_names": json.dumps(["a"]), "act_dim": "1", "action_low": "[-1]", "action_high": "[1]"},
+     r"graph output action has shape \['B', 4, 2\]; metadata says \['B', horizon=4, act_dim=1\]"),
+    ({}, {"obs_dim": "4", "obs_layout": json.dumps([{"name": "joint_pos", "size": 2, "source": "joint_states.position"},
+                                                    {"name": "goal", "size": 2, "source": "topic:/goal"}])},
+     r"graph input obs has shape \['B', 1, 3\]; metadata says \['B', 1, 4\]"),
+    ({}, {"noise_shape": "[4, 2]"}, r"graph has no input 'noise'"),
+])
+def test_a_graph_that_contradicts_its_metadata_is_refused_at_load(tmp_path, weight, kwargs, overrides, match):
+    from stack.runtime import MetadataError, ModelError
+
+    path = linear_chunk_model(tmp_path / "m.onnx", weight if "horizon" not in kwargs else weight[:kwargs["horizon"]],
+                              **kwargs, **overrides)
+    with pytest.raises((ModelError, MetadataError), match=match):
+        OnnxPolicy.load(path, None)
