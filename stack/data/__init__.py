@@ -1,9 +1,10 @@
-"""Data formats: the episode schema and on-disk dataset (``episodes``); later MCAP/rosbag2 logs and LeRobot I/O.
+"""Data formats: the episode dataset, a LeRobotDataset v3.0 (``episodes`` on the layout of ``lerobot_v3``).
 
-Imports numpy only, so a robot-side recorder can write episodes without torch.
+Imports numpy and pyarrow only (no torch), so a robot-side recorder can write episodes.
 """
 
 from stack.data.episodes import (
+    ALIASES,
     AUTHORITY,
     AUTHORITY_NAMES,
     FRAME_FEATURES,
@@ -16,6 +17,7 @@ from stack.data.episodes import (
 )
 
 __all__ = [
+    "ALIASES",
     "AUTHORITY",
     "AUTHORITY_NAMES",
     "FRAME_FEATURES",
