@@ -1,26 +1,34 @@
 """``policy_node``: an exported ONNX policy (``stack.runtime.OnnxPolicy``) as a ROS 2 lifecycle node. No torch.
 
-Observation: assembled in the model's ``obs_layout`` from ``joint_states`` (sensor_msgs/JointState, joints matched
-**by name**: ``joint_states.position`` / ``.velocity`` / ``.effort`` segments are the robot's joints in spec order)
-and task topics (std_msgs/Float64MultiArray, one per ``topic:/name`` segment).
+Observation (``stack.ros.observation.ObservationAssembler``): assembled in the model's ``obs_layout`` from
+``joint_states`` (sensor_msgs/JointState, joints matched **by name**: ``joint_states.position`` / ``.velocity`` /
+``.effort`` segments are the robot's joints in spec order) and task topics (std_msgs/Float64MultiArray, one per
+``topic:/name`` segment). Every message is checked where it arrives — names, lengths, a stamp no further than
+``max_future_stamp_s`` ahead of this node's clock, the task topics' sizes — and a bad one is dropped and counted
+(``dropped`` in ``/diagnostics``). An observation with any source older than ``max_obs_age_s`` (joint_states by
+``header.stamp``, task topics by arrival) is refused. Both streams are taken newest-first: a flood costs copies.
 
 Control step, at the policy's control rate (``trigger``):
 
 * ``joint_states`` (default): on the first joint_states message stamped at or after each tick's due time, so the
   command leaves as soon as the state it answers arrives (ros2_control publishes joint_states at its update rate,
-  normally a multiple of the policy's). If joint_states stop, commands stop; the safety node holds.
-* ``timer``: a timer at the control rate steps on the newest joint_states, if younger than ``max_obs_age_s``.
+  normally a multiple of the policy's); stamps that jump back re-anchor the schedule. If joint_states stop,
+  commands stop; the safety node holds.
+* ``timer``: a timer at the control rate steps on the newest joint_states.
 
 Outputs per step: the proposal (stamped JointTrajectory, the safety node's input), optionally the same command for a
 forward_command_controller (Float64MultiArray) and/or a joint_trajectory_controller (JointTrajectory) when running
-without the safety node, and the observation (``stack.ros.topics``). A refused observation (NaN/inf, wrong size) or
-a non-finite model output produces **no command**: the proposal of that step carries NaN, which the safety node
-answers by holding at once, and nothing goes to the direct controller topics. Diagnostics (``/diagnostics``): loop
-period, step and inference time, chunk-queue length, refusals.
+without the safety node, and the observation (``stack.ros.topics``). Their stamp is the time of the observation's
+oldest source (normally the joint_states stamp), so the safety node can refuse a command built on old data. A
+refused observation (stale, a task topic not yet received, NaN/inf) or a failed or non-finite model output produces
+**no command**: the proposal of that step carries NaN, which the safety node answers by holding at once, and nothing
+goes to the direct controller topics. Diagnostics (``/diagnostics``): loop period, step and inference time,
+chunk-queue length, refusals, stale and waiting steps, dropped messages.
 
-Lifecycle: configure loads and checks the model against the robot spec (``SpecMismatch`` → failure); activate waits
-for joint_states (``activation_timeout_s``) and refuses if the names differ from the model's joints, naming the
-missing and extra ones. An episode ``start`` event (``/r2s/episode``) resets the observation history and the queue.
+Lifecycle: configure loads and checks the model (``OnnxPolicy.load``: loadable, consistent metadata, graph shapes,
+the robot spec) and always logs why it refuses; activate waits for joint_states (``activation_timeout_s``) and
+refuses if the names differ from the model's joints, naming the missing and extra ones. An episode ``start`` event
+(``/r2s/episode``) resets the observation history and the queue.
 
 Run: ``python -m stack.ros.policy_node --ros-args -p policy_path:=model.onnx -p robot:=so101``
 (console script ``r2s-policy-node``).
@@ -33,20 +41,20 @@ import statistics
 import threading
 import time
 
-import numpy as np
 import onnxruntime as ort
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from robots.spec import SpecMismatch
 from stack.ros import topics
-from stack.runtime import MetadataError, ObservationError, OnnxPolicy, PolicyOutputError
 from stack.ros.common import (
-    QOS_LATCHED, QOS_RELIABLE, QOS_STATE, SUCCESS, JointMatcher, JointNameError, R2sNode, declare_parameters,
-    load_robot, run_node, status_array,
+    QOS_LATCHED, QOS_RELIABLE, QOS_STATE, SUCCESS, R2sNode, declare_parameters, load_robot, run_node, set_stamp,
+    status_array,
 )
+from stack.ros.episode_tracker import episode_event
+from stack.ros.observation import LayoutError, ObservationAssembler, ObservationRefused, StepTrigger
+from stack.runtime import ObservationError, OnnxPolicy, PolicyOutputError
 
 PARAMS = {
     "policy_path": ("", "the exported ONNX policy"),
@@ -58,7 +66,9 @@ PARAMS = {
     "forward_command_topic": ("", "also publish Float64MultiArray commands here (empty: off)"),
     "trajectory_command_topic": ("", "also publish JointTrajectory commands here (empty: off)"),
     "observation_topic": (topics.OBSERVATION, "the observation of each step (empty: off)"),
-    "max_obs_age_s": (0.0, "timer trigger: joint_states older than this give no command (0: 2 control periods)"),
+    "max_obs_age_s": (0.0, "an observation with a source older than this gives no command (joint_states by stamp, "
+                           "task topics by arrival; 0: 1.5 control periods)"),
+    "max_future_stamp_s": (0.05, "joint_states stamped further ahead of this node's clock are dropped"),
     "activation_timeout_s": (5.0, "how long activation waits for the first joint_states"),
     "strict_joint_names": (False, "refuse joint_states that carry joints the model does not know"),
     "noise": ("zero", "generative policies: zero | random initial noise"),
@@ -68,9 +78,6 @@ PARAMS = {
     "diagnostics_period_s": (0.5, "period of the /diagnostics status"),
 }
 
-_JS_FIELDS = {"joint_states.position": "position", "joint_states.velocity": "velocity",
-              "joint_states.effort": "effort"}
-
 
 class PolicyNode(R2sNode):
     def __init__(self):
@@ -78,9 +85,7 @@ class PolicyNode(R2sNode):
         self.p = declare_parameters(self, PARAMS)
         self._lock = threading.Lock()
         self.policy = None
-        self._tmrs = []
         self._pubs = {}
-        self._subs = []
 
     # ---- lifecycle ------------------------------------------------------------------------------------------------
     def on_configure(self, state):
@@ -90,45 +95,21 @@ class PolicyNode(R2sNode):
         if p.trigger not in ("joint_states", "timer"):
             return self.fail(f"trigger: {p.trigger!r}; expected joint_states or timer")
         try:
-            robot = p.robot
-            if not robot:  # the robot the model was exported for
-                sess = ort.InferenceSession(p.policy_path, providers=["CPUExecutionProvider"])
-                robot = sess.get_modelmeta().custom_metadata_map.get("robot", "")
-                del sess
+            robot = p.robot or self._model_robot(p.policy_path)
             self.spec = spec = load_robot(robot, p.control_rate_hz)
             self.policy = OnnxPolicy.load(p.policy_path, spec, threads=p.threads, noise=p.noise, seed=p.seed,
                                           temporal_ensemble=p.temporal_ensemble or None)
-        except (SpecMismatch, MetadataError, KeyError, OSError, RuntimeError, ValueError) as e:
+            meta = self.policy.meta
+            self.period_s = 1.0 / meta.control_rate_hz
+            self.js_topic = p.joint_states_topic or spec.joint_states_topic
+            self.obs = ObservationAssembler(meta.obs_layout, meta.joint_names, p.max_obs_age_s or 1.5 * self.period_s,
+                                            self.js_topic, p.max_future_stamp_s, p.strict_joint_names)
+        except Exception as e:  # whatever the file or the robot lookup raise: always say why
+            self.policy = None
             return self.fail(f"configure: cannot load {p.policy_path}: {type(e).__name__}: {e}")
-        meta = self.policy.meta
-        self.period_s = 1.0 / meta.control_rate_hz
-        self.max_age_ns = int((p.max_obs_age_s or 2.0 * self.period_s) * 1e9)
-        self.js_topic = p.joint_states_topic or spec.joint_states_topic
-        self.joints = JointMatcher(meta.joint_names, self.js_topic, strict=p.strict_joint_names)
-        self.action_idx = [meta.joint_names.index(n) for n in meta.action_names]
+        self.trigger = StepTrigger(int(self.period_s * 1e9))
 
-        # Observation assembly plan: (slice, joint_states field | topic name).
-        self.plan, self.topic_values, offset = [], {}, 0
-        for seg in meta.obs_layout:
-            sl = slice(offset, offset + seg.size)
-            offset += seg.size
-            if seg.source in _JS_FIELDS:
-                if seg.size != len(meta.joint_names):
-                    return self.fail(f"obs_layout: segment {seg.name}[{seg.size}] reads {seg.source} but the robot "
-                                     f"has {len(meta.joint_names)} joints")
-                self.plan.append((sl, "js", _JS_FIELDS[seg.source]))
-            elif seg.source.startswith("topic:"):
-                name = seg.source[len("topic:"):]
-                self.plan.append((sl, "topic", name))
-                self.topic_values[name] = None
-            else:
-                return self.fail(f"obs_layout: segment {seg.name} has source {seg.source!r}; supported: "
-                                 f"{sorted(_JS_FIELDS)} or topic:/name")
-        self.obs = np.zeros(meta.obs_dim)
-        self.obs_names = [f"{s.name}[{i}]" for s in meta.obs_layout for i in range(s.size)]
-        self.topic_sizes = {s.source[len("topic:"):]: s.size for s in meta.obs_layout if s.source.startswith("topic:")}
-
-        pub = self.create_lifecycle_publisher
+        pub = self.add_publisher
         self._pubs = {"proposal": pub(JointTrajectory, p.proposal_topic, QOS_RELIABLE)}
         if p.forward_command_topic:
             self._pubs["forward"] = pub(Float64MultiArray, p.forward_command_topic, QOS_RELIABLE)
@@ -136,34 +117,43 @@ class PolicyNode(R2sNode):
             self._pubs["trajectory"] = pub(JointTrajectory, p.trajectory_command_topic, QOS_RELIABLE)
         if p.observation_topic:
             self._pubs["observation"] = pub(JointState, p.observation_topic, QOS_RELIABLE)
-        self._info_pub = self.create_publisher(DiagnosticArray, topics.POLICY_INFO, QOS_LATCHED)
-        self._diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, QOS_RELIABLE)
+        self._info_pub = pub(DiagnosticArray, topics.POLICY_INFO, QOS_LATCHED, lifecycle=False)
+        self._diag_pub = pub(DiagnosticArray, topics.DIAGNOSTICS, QOS_RELIABLE, lifecycle=False)
         self._make_msgs()
 
         # Task topics before joint_states: when both are waiting, the step sees this tick's task values.
-        for name in self.topic_values:
-            self.io.subscribe(Float64MultiArray, name, self._topic_callback(name), QOS_STATE)
-        self.io.subscribe(JointState, self.js_topic, self._on_joint_states, QOS_STATE)
-        self._subs = [self.create_subscription(DiagnosticArray, topics.EPISODE, self._on_episode, QOS_RELIABLE)]
-        self._latest_js, self._latest_t = None, 0
-        self._next_due_ns = None
-        self._js_interval_ns = None
+        for name in self.obs.topic_sizes:
+            self.io.subscribe(Float64MultiArray, name, self._topic_callback(name), QOS_STATE, latest_only=True)
+        self.io.subscribe(JointState, self.js_topic, self._on_joint_states, QOS_STATE, latest_only=True)
+        self.add_subscription(DiagnosticArray, topics.EPISODE, self._on_episode, QOS_RELIABLE)
+        self._latest_js = None
+        self._names_seen: list[str] | None = None
         self._reset_stats()
         self.io.start()  # receive joint_states while inactive: activation checks their names
         self._publish_info()
         self.get_logger().info(
             f"configured: {p.policy_path} ({meta.policy_type}, version {meta.content_hash[:12]}) for {spec.name} at "
-            f"{meta.control_rate_hz:g} Hz, trigger {p.trigger}, obs {[s.name for s in meta.obs_layout]}")
+            f"{meta.control_rate_hz:g} Hz, trigger {p.trigger}, obs {[s.name for s in meta.obs_layout]}, "
+            f"max observation age {self.obs.max_age_ns / 1e6:.0f} ms")
         return SUCCESS
+
+    @staticmethod
+    def _model_robot(path: str) -> str:
+        """The robot named in the model's metadata (the node loads the model properly just after)."""
+        sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        robot = sess.get_modelmeta().custom_metadata_map.get("robot", "")
+        if not robot:
+            raise LayoutError("the model's metadata names no robot (not exported by `r2s export`?); set robot")
+        return robot
 
     def on_activate(self, state):
         deadline = time.monotonic() + self.p.activation_timeout_s
-        while self._latest_js is None and time.monotonic() < deadline:
+        while self._names_seen is None and time.monotonic() < deadline:
             time.sleep(0.02)
-        if self._latest_js is None:
+        if self._names_seen is None:
             return self.fail(f"activate: no joint_states on {self.js_topic} within {self.p.activation_timeout_s:g} s")
-        names = list(self._latest_js[0].name)
-        missing, extra = self.joints.check(names)
+        names = self._names_seen
+        missing, extra = self.obs.joints.check(names)
         if missing or (extra and self.p.strict_joint_names):
             return self.fail(
                 f"activate: refused — joint_states on {self.js_topic} do not match the model's joints: "
@@ -173,128 +163,82 @@ class PolicyNode(R2sNode):
             self.get_logger().warn(f"joint_states carry joints the model ignores: {extra}")
         with self._lock:
             self.policy.reset()
-            self._next_due_ns = None
+            self.trigger.reset()
             self._reset_stats()
         if self.p.trigger == "timer":
-            self._tmrs.append(self.create_timer(self.period_s, self._on_timer))
-        self._tmrs.append(self.create_timer(self.p.diagnostics_period_s, self._publish_diagnostics))
+            self.add_timer(self.period_s, self._on_timer)
+        self.add_timer(self.p.diagnostics_period_s, self._publish_diagnostics)
         self.active = True
         return super().on_activate(state)
 
-    def on_deactivate(self, state):
-        self.active = False
-        for t in self._tmrs:
-            self.destroy_timer(t)
-        self._tmrs = []
-        return super().on_deactivate(state)
-
     def on_cleanup(self, state):
-        self.io.clear()
-        for s in self._subs:
-            self.destroy_subscription(s)
-        for pub in self._pubs.values():
-            self.destroy_lifecycle_publisher(pub)
-        self.destroy_publisher(self._info_pub)
-        self.destroy_publisher(self._diag_pub)
-        self._subs, self._pubs, self.policy = [], {}, None
-        return SUCCESS
-
-    def on_shutdown(self, state):
-        return SUCCESS
+        result = super().on_cleanup(state)
+        self._pubs, self.policy = {}, None
+        return result
 
     # ---- inputs ---------------------------------------------------------------------------------------------------
     def _topic_callback(self, name: str):
-        size = self.topic_sizes[name]
-
         def callback(msg: Float64MultiArray) -> None:
-            if len(msg.data) != size:
-                self.log_throttled(name, f"{name}: {len(msg.data)} values, the observation layout expects {size}; "
-                                         "ignored", level="error")
-                return
-            self.topic_values[name] = np.asarray(msg.data, dtype=np.float64)
+            self.obs.topic_message(name, msg.data, self.now_ns())
 
         return callback
 
     def _on_joint_states(self, msg: JointState) -> None:
         now = self.now_ns()
-        # Decimation runs on the messages' own stamps (regular at the publisher, whatever the delivery jitter);
-        # arrival time stands in for a driver that leaves stamps at zero.
-        t = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec or now
-        if self._latest_js is not None:
-            dt = t - self._latest_t
-            if dt > 0:
-                self._js_interval_ns = dt if self._js_interval_ns is None else 0.9 * self._js_interval_ns + 0.1 * dt
-        self._latest_js, self._latest_t = (msg, now), t
+        self._names_seen = list(msg.name)  # activation names the joints of whatever arrives, even if refused here
+        # Names, lengths and a plausible stamp, or the message is dropped (BadMessage → counted by the node base).
+        t = self.obs.check_joint_states(msg, now)
+        self._latest_js = (msg, t)
         if not self.active or self.p.trigger != "joint_states":
             return
-        period_ns = int(self.period_s * 1e9)
-        # Step on the first message at or after the due time, with a tolerance of half the joint_states interval,
-        # so that joint_states at the control rate are each answered despite their jitter.
-        tol = 0.5 * min(self._js_interval_ns or period_ns, period_ns)
-        due = self._next_due_ns
-        if due is not None and t < due - tol:
-            return
-        self._next_due_ns = t + period_ns if due is None or t - due > period_ns else due + period_ns
-        with self._lock:
-            self._step(msg, now)
+        # Decimation runs on the messages' own stamps (regular at the publisher, whatever the delivery jitter).
+        if self.trigger(t):
+            with self._lock:
+                self._step(msg, t, now)
 
     def _on_timer(self) -> None:
         latest = self._latest_js
         if latest is None:
             return
-        msg, received = latest
-        now = self.now_ns()
-        if now - received > self.max_age_ns:
-            self.stale += 1
-            self.log_throttled("stale", f"joint_states stale ({(now - received) / 1e6:.0f} ms): no command")
-            return
         with self._lock:
-            self._step(msg, now)
+            self._step(*latest, self.now_ns())
 
     def _on_episode(self, msg: DiagnosticArray) -> None:
-        if msg.status and msg.status[0].message == "start":
+        event, _ = episode_event(msg, topics.EPISODE)
+        if event == "start":
             with self._lock:
                 self.policy.reset()
 
     # ---- the control step -----------------------------------------------------------------------------------------
-    def _assemble(self, js: JointState) -> bool:
-        obs = self.obs
-        for sl, kind, key in self.plan:
-            if kind == "js":
-                obs[sl] = self.joints.read(js, key)
-            else:
-                value = self.topic_values[key]
-                if value is None:
-                    self.log_throttled("wait:" + key, f"waiting for {key}: no command until it arrives")
-                    return False
-                obs[sl] = value
-        return True
-
-    def _step(self, js: JointState, now: int) -> None:
+    def _step(self, js: JointState, js_time_ns: int, now: int) -> None:
+        """One control step. A refused observation or a failed inference still publishes a proposal, of NaN, so
+        the safety node holds at once instead of waiting for its watchdog."""
         t0 = time.perf_counter()
+        stamp = js_time_ns
+        command = None
         try:
-            if not self._assemble(js):
+            obs = self.obs.assemble(js, js_time_ns, now)
+            stamp = obs.stamp_ns
+            command = self.policy.step(obs.values)
+        except ObservationRefused as e:
+            if e.kind == "waiting":
                 self.waiting += 1
-                return
-        except (JointNameError, ValueError) as e:
-            self.refused += 1
-            self.log_throttled("names", f"no command: {e}", level="error")
-            return
-        if self._last_step_ns is not None:
-            self.periods_ms.append((now - self._last_step_ns) / 1e6)
-        self._last_step_ns = now
-        stamp = js.header.stamp
-        try:
-            command = self.policy.step(self.obs)
-            ok = True
+            else:
+                self.stale += 1
+            self.log_throttled(e.kind, f"no command: {e}")
         except (ObservationError, PolicyOutputError) as e:
             self.refused += 1
             self.log_throttled("refused", f"no command: {e}", level="error")
-            command = np.full(len(self.action_idx), np.nan)
-            ok = False
-        values = command.tolist()
+        except Exception as e:  # an inference error must not leave the last command standing
+            self.refused += 1
+            self.callback_failed("step", e)
+        if self._last_step_ns is not None:
+            self.periods_ms.append((now - self._last_step_ns) / 1e6)
+        self._last_step_ns = now
+        ok = command is not None
+        values = command.tolist() if ok else [float("nan")] * len(self.policy.meta.action_names)
         prop = self._proposal
-        prop.header.stamp = stamp
+        set_stamp(prop.header.stamp, stamp)
         prop.points[0].positions = values
         self._pubs["proposal"].publish(prop)
         if ok:
@@ -305,12 +249,12 @@ class PolicyNode(R2sNode):
                 self._traj.points[0].positions = values
                 self._pubs["trajectory"].publish(self._traj)
         if "observation" in self._pubs:
-            self._obs_msg.header.stamp = stamp
-            self._obs_msg.position = self.obs.tolist()
+            set_stamp(self._obs_msg.header.stamp, stamp)
+            self._obs_msg.position = self.obs.obs.tolist()
             self._pubs["observation"].publish(self._obs_msg)
         self.steps += 1
         self.step_ms.append((time.perf_counter() - t0) * 1e3)
-        self.obs_age_ms.append((now - (stamp.sec * 1_000_000_000 + stamp.nanosec)) / 1e6)
+        self.obs_age_ms.append((now - stamp) / 1e6)
 
     def _make_msgs(self) -> None:
         meta = self.policy.meta
@@ -321,7 +265,7 @@ class PolicyNode(R2sNode):
         tfs.sec, tfs.nanosec = divmod(period_ns, 1_000_000_000)
         self._traj = JointTrajectory(joint_names=names, points=[JointTrajectoryPoint(time_from_start=tfs)])
         self._fwd = Float64MultiArray()
-        self._obs_msg = JointState(name=self.obs_names)
+        self._obs_msg = JointState(name=self.obs.names)
 
     # ---- status ---------------------------------------------------------------------------------------------------
     def _reset_stats(self) -> None:
@@ -361,7 +305,7 @@ class PolicyNode(R2sNode):
             "step_mean_ms": stat(steps_ms, statistics.fmean), "step_max_ms": stat(steps_ms, max),
             "inference_ms": f"{inference_ms:.3f}", "queue_length": str(queue),
             "obs_age_mean_ms": stat(ages, statistics.fmean), "steps": str(steps), "refused": str(refused),
-            "stale": str(stale), "waiting_for_topics": str(waiting),
+            "stale": str(stale), "waiting_for_topics": str(waiting), **self.health_values(),
         }
         level = DiagnosticStatus.OK if steps and not refused else DiagnosticStatus.WARN
         message = "ok" if level == DiagnosticStatus.OK else (

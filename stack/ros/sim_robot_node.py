@@ -52,9 +52,10 @@ from trajectory_msgs.msg import JointTrajectory
 
 from stack.ros import topics
 from stack.ros.common import (
-    QOS_RELIABLE, SUCCESS, JointMatcher, JointNameError, R2sNode, declare_parameters, load_robot, run_node,
-    set_stamp, status_array,
+    QOS_RELIABLE, SUCCESS, BadMessage, JointMatcher, R2sNode, declare_parameters, load_robot, run_node, set_stamp,
+    stamp_ns, status_array,
 )
+from stack.ros.episode_tracker import EpisodeTracker
 
 PARAMS = {
     "robot": ("so101", "registered robot name"),
@@ -120,7 +121,7 @@ class SimRobotNode(R2sNode):
         self.p = declare_parameters(self, PARAMS)
         self._thread: threading.Thread | None = None
         self._running = False
-        self._tmrs, self._subs, self._srvs, self._pubs = [], [], [], {}
+        self._pubs = {}
 
     # ---- lifecycle ------------------------------------------------------------------------------------------------
     def on_configure(self, state):
@@ -137,23 +138,26 @@ class SimRobotNode(R2sNode):
         self.rng = np.random.default_rng(p.seed)
 
         js_topic = p.joint_states_topic or spec.joint_states_topic
-        pub = self.create_lifecycle_publisher
+        pub = self.add_publisher
         self._pubs = {"js": pub(JointState, js_topic, QOS_RELIABLE)}
         self._pubs.update({name: pub(Float64MultiArray, name, QOS_RELIABLE) for name in self.task_topics})
         if self.task is not None:
             self._pubs["reward"] = pub(Float64, topics.REWARD, QOS_RELIABLE)
             self._pubs["success"] = pub(Bool, topics.SUCCESS, QOS_RELIABLE)
-        self._episode_pub = self.create_publisher(DiagnosticArray, topics.EPISODE, QOS_RELIABLE)
-        self._diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, QOS_RELIABLE)
-        self._clock_pub = self.create_publisher(Clock, topics.CLOCK, QOS_RELIABLE) if self.sim_clock else None
+        self._episode_pub = pub(DiagnosticArray, topics.EPISODE, QOS_RELIABLE, lifecycle=False)
+        self._diag_pub = pub(DiagnosticArray, topics.DIAGNOSTICS, QOS_RELIABLE, lifecycle=False)
+        self._clock_pub = pub(Clock, topics.CLOCK, QOS_RELIABLE, lifecycle=False) if self.sim_clock else None
 
+        self.fwd_topic = p.command_topic or spec.command_topic
         self.traj_joints = JointMatcher(spec.joint_names, p.trajectory_topic or spec.trajectory_topic)
-        self.io.subscribe(Float64MultiArray, p.command_topic or spec.command_topic, self._on_forward, QOS_RELIABLE)
+        self.io.subscribe(Float64MultiArray, self.fwd_topic, self._on_forward, QOS_RELIABLE)
         self.io.subscribe(JointTrajectory, p.trajectory_topic or spec.trajectory_topic, self._on_trajectory,
                           QOS_RELIABLE)
         if p.latency_probe_topic:
             self.io.subscribe(JointTrajectory, p.latency_probe_topic, self._on_probe, QOS_RELIABLE)
-        self._srvs = [self.create_service(Trigger, topics.RESET_SERVICE, self._srv_reset)]
+        self.add_service(Trigger, topics.RESET_SERVICE, self._srv_reset)
+        max_steps = self.task.max_episode_steps if self.task is not None else None
+        self.episodes = EpisodeTracker(max_steps, p.seed, p.episodes, p.auto_reset, p.reset_delay_s)
         self._js = JointState(name=list(spec.joint_names))
         self.arrivals_ns: list[int] = []
         self.js_stamps_ns: list[int] = []
@@ -213,18 +217,18 @@ class SimRobotNode(R2sNode):
             raise ValueError(f"joints without an actuator: {np.array(spec.joint_names)[self.act_idx < 0].tolist()}")
 
     def on_activate(self, state):
-        self.episode = -1
+        p = self.p
+        self.episodes = EpisodeTracker(self.episodes.max_steps, p.seed, p.episodes, p.auto_reset, p.reset_delay_s)
         self.sim_time = 0.0
         self._reset_requested = False
         self._listen_deadline = time.monotonic() + 10.0
-        self._reset_at = None
         self._reset_episode(start=not self.p.wait_for_reset)
         self._running = True
         self.active = True
         self._thread = threading.Thread(target=self._loop, name="physics", daemon=True)
         self._thread.start()
         self.io.start()
-        self._tmrs = [self.create_timer(self.p.diagnostics_period_s, self._publish_diagnostics)]
+        self.add_timer(self.p.diagnostics_period_s, self._publish_diagnostics)
         return super().on_activate(state)
 
     def on_deactivate(self, state):
@@ -233,26 +237,10 @@ class SimRobotNode(R2sNode):
             self._thread.join(timeout=5.0)
             self._thread = None
         self.io.stop()
-        if self.in_episode and self.ep_length:
+        if self.episodes.in_episode and self.episodes.length:
             self._end_episode("timeout", reason="stopped")
-        self.active = False
-        for t in self._tmrs:
-            self.destroy_timer(t)
-        self._tmrs = []
         self._write_stats()
         return super().on_deactivate(state)
-
-    def on_cleanup(self, state):
-        self.io.clear()
-        for s in self._srvs:
-            self.destroy_service(s)
-        for pub in self._pubs.values():
-            self.destroy_lifecycle_publisher(pub)
-        self._srvs, self._pubs = [], {}
-        return SUCCESS
-
-    def on_shutdown(self, state):
-        return SUCCESS
 
     # ---- commands -------------------------------------------------------------------------------------------------
     def _now_s(self) -> float:
@@ -262,30 +250,27 @@ class SimRobotNode(R2sNode):
         self.arrivals_ns.append(time.time_ns())
         q = np.asarray(msg.data, dtype=np.float64)
         if q.shape != (self.spec.num_joints,) or not np.all(np.isfinite(q)):
-            self.log_throttled("fwd", f"command ignored: {q.shape[0]} values (robot has {self.spec.num_joints} "
-                                      "joints) or non-finite", level="error")
-            return
+            raise BadMessage(f"{self.fwd_topic}: {q.size} values (the robot has {self.spec.num_joints} joints) or "
+                             "non-finite: ignored, like a controller would")
         self._pending.append((self._now_s() + self.p.command_latency_s, q))
 
     def _on_trajectory(self, msg: JointTrajectory) -> None:
         self.arrivals_ns.append(time.time_ns())
-        try:
-            idx = self.traj_joints.index(msg.joint_names)
-        except JointNameError as e:
-            self.log_throttled("traj", str(e), level="error")
-            return
+        topic = self.traj_joints.topic
         if not msg.points:
-            return
+            raise BadMessage(f"{topic}: trajectory without points")
         times = np.array([pt.time_from_start.sec + pt.time_from_start.nanosec * 1e-9 for pt in msg.points])
-        points = np.array([np.asarray(pt.positions, dtype=np.float64)[idx] for pt in msg.points])
+        points = np.array([self.traj_joints.values(msg.joint_names, pt.positions, f"points[{i}].positions")
+                           for i, pt in enumerate(msg.points)])
         if not np.all(np.isfinite(points)):
-            self.log_throttled("traj", "trajectory with non-finite positions ignored", level="error")
-            return
+            raise BadMessage(f"{topic}: trajectory with non-finite positions")
+        if np.any(times < 0) or np.any(np.diff(times) <= 0):
+            raise BadMessage(f"{topic}: time_from_start must increase from >= 0, got {times.tolist()}")
         self._pending.append((self._now_s() + self.p.command_latency_s, (times, points)))
 
     def _on_probe(self, msg: JointTrajectory) -> None:
         now = time.time_ns()
-        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        stamp = stamp_ns(msg.header.stamp)
         if stamp in self._js_stamp_set:  # a command answering one of our joint_states (not a safety hold)
             self.probe_arrivals_ns.append(now)
             self.probe_stamps_ns.append(stamp)
@@ -322,21 +307,21 @@ class SimRobotNode(R2sNode):
         rtf = self.p.real_time_factor
         next_wall = time.perf_counter()
         while self._running:
-            if self._reset_requested and self.episode < 0 and not self._listeners_ready():
+            eps = self.episodes
+            if self._reset_requested and eps.episode < 0 and not self._listeners_ready():
                 pass  # the first episode waits until its audience (the recorder above all) is connected
-            elif self._reset_requested or (self._reset_at is not None and self.sim_time >= self._reset_at):
-                if self._reset_requested and self.in_episode and self.ep_length:
+            elif self._reset_requested or eps.due(self.sim_time):
+                if self._reset_requested and eps.in_episode and eps.length:
                     self._end_episode("timeout", reason="reset")
                 self._reset_requested = False
-                self._reset_at = None
                 self._reset_episode(start=True)
             self._apply_commands(self._now_s())
-            if self.in_episode and self._ctrl_steps == 0:
+            if eps.in_episode and self._ctrl_steps == 0:
                 self._before = self.task._pre_step()
             mujoco.mj_step(m, d, nstep=self.substeps)
             self.sim_time += self.tick_s
             self._ctrl_steps += self.substeps
-            if self.in_episode and self._ctrl_steps >= self.frame_skip:
+            if eps.in_episode and self._ctrl_steps >= self.frame_skip:
                 self._control_step()
             self._publish_state()
             if rtf > 0:
@@ -364,21 +349,12 @@ class SimRobotNode(R2sNode):
         action = np.clip(self.command, task.action_space.low, task.action_space.high)
         reward, terminated, info = task._reward(action, self._before)
         task._elapsed += 1
-        self.ep_length += 1
-        self.ep_return += float(reward)
         success = bool(info.get("success", False))
-        if success and self.success_step is None:
-            self.success_step = self.ep_length
-        self.last_success = success
         self._pubs["reward"].publish(Float64(data=float(reward)))
         self._pubs["success"].publish(Bool(data=success))
-        truncated = self.ep_length >= task.max_episode_steps and not terminated
-        if terminated or truncated:
-            outcome = "success" if success else ("failure" if terminated else "timeout")
-            self._end_episode(outcome)
-            more = self.p.episodes <= 0 or self.episode + 1 < self.p.episodes
-            if self.p.auto_reset and more:
-                self._reset_at = self.sim_time + self.p.reset_delay_s
+        ended = self.episodes.step(float(reward), success, bool(terminated), self.sim_time)
+        if ended is not None:
+            self._publish_episode("end", ended)
 
     def _publish_state(self) -> None:
         d = self.data
@@ -411,14 +387,12 @@ class SimRobotNode(R2sNode):
     # ---- episodes -------------------------------------------------------------------------------------------------
     def _reset_episode(self, start: bool) -> None:
         """Reset the scene; ``start``: as the next episode (announced, rewarded), else as its warm-up."""
-        if start:
-            self.episode += 1
+        eps = self.episodes
+        start_values = eps.start() if start and self.task is not None else None
+        seed = int(start_values["seed"]) if start_values else eps.warmup_seed()
         self._pending: deque = deque()
         self._traj = None
         self._ctrl_steps = 0
-        self.ep_length, self.ep_return, self.success_step, self.last_success = 0, 0.0, None, False
-        seed = self.p.seed + self.episode + (0 if start else 1)
-        self.in_episode = start and self.task is not None
         if self.task is not None:
             self.task.reset(seed=seed)
         else:
@@ -429,30 +403,24 @@ class SimRobotNode(R2sNode):
             mujoco.mj_forward(self.model, self.data)
         self.command = self.data.qpos[self.qadr].copy()
         self._apply_commands(self._now_s())
-        if self.in_episode:
-            self._publish_episode("start", {"seed": str(seed)})
+        if start_values:
+            self._publish_episode("start", start_values)
 
     def _end_episode(self, outcome: str, reason: str = "") -> None:
-        values = {"outcome": outcome, "length": str(self.ep_length), "return": repr(self.ep_return),
-                  "success_step": "" if self.success_step is None else str(self.success_step)}
-        if reason:
-            values["reason"] = reason
-        self._publish_episode("end", values)
-        self.ep_length = 0
-        self.in_episode = False
+        self._publish_episode("end", self.episodes.end(outcome, reason))
 
     def _publish_episode(self, event: str, values: dict[str, str]) -> None:
-        values = {"episode": str(self.episode), "robot": self.spec.name, "task": self.p.task, **values}
-        stamp_ns = int(self.sim_time * 1e9) if self.sim_clock else self.now_ns()
-        self._episode_pub.publish(status_array(stamp_ns, "episode", event, self.spec.name, values))
-        self.get_logger().info(f"episode {self.episode} {event} " + " ".join(f"{k}={v}" for k, v in values.items()
-                                                                            if k not in ("robot", "task")))
+        values = {"episode": values["episode"], "robot": self.spec.name, "task": self.p.task, **values}
+        stamp = int(self.sim_time * 1e9) if self.sim_clock else self.now_ns()
+        self._episode_pub.publish(status_array(stamp, "episode", event, self.spec.name, values))
+        self.get_logger().info(f"episode {values['episode']} {event} " + " ".join(
+            f"{k}={v}" for k, v in values.items() if k not in ("robot", "task", "episode")))
 
     # ---- status ---------------------------------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
         lat = (np.array(self.probe_arrivals_ns[-200:]) - np.array(self.probe_stamps_ns[-200:])) / 1e6
-        values = {"sim_time_s": f"{self.sim_time:.3f}", "episode": str(self.episode), "overruns": str(self.overruns),
-                  "commands": str(len(self.arrivals_ns))}
+        values = {"sim_time_s": f"{self.sim_time:.3f}", "episode": str(self.episodes.episode),
+                  "overruns": str(self.overruns), "commands": str(len(self.arrivals_ns)), **self.health_values()}
         if lat.size:
             values["latency_p50_ms"] = f"{np.percentile(lat, 50):.3f}"
             values["latency_p99_ms"] = f"{np.percentile(lat, 99):.3f}"

@@ -31,7 +31,7 @@ GOAL = np.array([0.2, -0.1, 0.35, 0.45, 0.1, 0.25])
 
 
 class FakeRobot:
-    """Publishes joint_states (at 100 Hz, names settable, NaN allowed) and the policy's goal topic."""
+    """Publishes joint_states and the policy's goal topic at 100 Hz (names settable, NaN allowed)."""
 
     def __init__(self, ros):
         self.q = Q0.copy()
@@ -40,7 +40,7 @@ class FakeRobot:
         self.last_publish_ns = 0
         self._js = ros.publisher(JointState, SO101.joint_states_topic)
         self._goal = ros.publisher(Float64MultiArray, GOAL_TOPIC)
-        self._timers = [ros.node.create_timer(0.01, self._tick), ros.node.create_timer(0.05, self._tick_goal)]
+        self._timers = [ros.node.create_timer(0.01, self._tick), ros.node.create_timer(0.01, self._tick_goal)]
 
     def _tick(self):
         if not self.publishing:
