@@ -114,7 +114,6 @@ def _layout(num_envs: int, obs_shape: tuple, obs_dtype, act_dim: int, num_worker
         ("seed_mask", (num_envs,), np.bool_),
         ("active", (num_envs,), np.bool_),
         ("msg_len", (num_workers,), np.int64),
-        ("busy_s", (num_workers,), np.float64),
         ("msg", (num_workers, _MSG_BYTES), np.uint8),
     ]
     out, offset = [], 0
@@ -249,7 +248,6 @@ def _worker_main(widx: int, task, task_kwargs: dict, lo: int, hi: int, shm_name:
     shm = shared_memory.SharedMemory(name=shm_name)
     arrays = _views(shm.buf, layout)
     msg, msg_len = arrays["msg"][widx], arrays["msg_len"]
-    busy = arrays["busy_s"][widx : widx + 1]
 
     def report(exc: BaseException) -> None:
         data = "".join(traceback.format_exception(exc)).encode("utf-8", "replace")[-_MSG_BYTES:]
@@ -265,17 +263,15 @@ def _worker_main(widx: int, task, task_kwargs: dict, lo: int, hi: int, shm_name:
             report(e)
             return
         os.write(wfd, b"k")
-        read, write, clock = os.read, os.write, time.perf_counter
+        read, write = os.read, os.write
         while True:
             cmd = read(rfd, 1)
             if cmd == b"s":
-                t0 = clock()
                 try:
                     part.step()
                 except Exception as e:
                     report(e)
                     continue
-                busy += clock() - t0
                 write(wfd, b"k")
             elif cmd == b"r":
                 try:
@@ -291,7 +287,7 @@ def _worker_main(widx: int, task, task_kwargs: dict, lo: int, hi: int, shm_name:
     finally:
         if part is not None:
             part.close()
-        arrays = msg = msg_len = busy = part = None  # no view of the block may outlive it
+        arrays = msg = msg_len = part = None  # no view of the block may outlive it
         shm.close()
 
 
@@ -587,10 +583,6 @@ class WorkerPool(_PoolBase):
     @property
     def worker_pids(self) -> list[int]:
         return [p.pid for p in self._procs]
-
-    def worker_busy_s(self) -> np.ndarray:
-        """Seconds each worker has spent stepping its envs (for utilisation figures)."""
-        return self._a["busy_s"].copy()
 
     # ---- commands -----------------------------------------------------------------------------------------------
     def _command(self, byte: bytes | None, timeout_s: float, what: str) -> None:

@@ -50,12 +50,20 @@ class ReplayBuffer:
                 "rng": json.dumps(self.rng.bit_generator.state)}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore a saved buffer. With the same capacity the layout is restored exactly (a resumed run samples as
+        the uninterrupted one); with another capacity (``total_env_steps`` extended, ``sac.buffer_size`` changed) the
+        transitions are kept in chronological order, the newest ``capacity`` of them."""
         import json
 
-        if int(state["capacity"]) != self.capacity:
-            raise ValueError(f"replay buffer: the checkpoint's capacity is {state['capacity']}; this run's is "
-                             f"{self.capacity} (sac.buffer_size or total_env_steps changed)")
-        self.size, self._next = int(state["size"]), int(state["next"])
+        size, nxt, old_capacity = int(state["size"]), int(state["next"]), int(state["capacity"])
+        rows = {k: state[k].numpy() for k in FIELDS}
+        if old_capacity != self.capacity:
+            if size == old_capacity and nxt:  # it had wrapped: oldest first
+                rows = {k: np.roll(v, -nxt, axis=0) for k, v in rows.items()}
+            keep = min(size, self.capacity)
+            rows = {k: v[size - keep:] for k, v in rows.items()}
+            size, nxt = keep, keep % self.capacity
+        self.size, self._next = size, nxt
         for k in FIELDS:
-            getattr(self, k)[: self.size] = state[k].numpy()
+            getattr(self, k)[:size] = rows[k]
         self.rng.bit_generator.state = json.loads(state["rng"])

@@ -217,8 +217,6 @@ class RolloutCollector:
         env_s = 0.0
         for t in range(storage.num_steps):
             chunk, extras, values = agent.act(obs_t)
-            if not isinstance(extras, dict):  # the single-action protocol: (actions [N, A], log-probs [N], values)
-                chunk, extras = chunk.unsqueeze(1), {"log_probs": extras}
             if chunk.dim() != 3 or chunk.shape[1] < act_steps:
                 raise ValueError(f"act returned a chunk of shape {tuple(chunk.shape)}; expected (N, H ≥ {act_steps}, "
                                  "act_dim) [horizon, act_dim]")

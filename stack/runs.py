@@ -113,7 +113,7 @@ class RunDir:
             ax.set_xlabel(self.step_key.replace("_", " "))
             ax.set_ylabel(label)
             ax.grid(alpha=0.3)
-            if len(keys) > 1:
+            if len(keys) > 1 and ax.get_legend_handles_labels()[0]:
                 ax.legend()
         fig.suptitle(title or self.path.name)
         fig.tight_layout()

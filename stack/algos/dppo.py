@@ -98,11 +98,9 @@ class DPPO(OnPolicyAlgorithm):
         self.critic_optimizer = torch.optim.AdamW(self.critic.parameters(), lr=cfg.critic_lr,
                                                   weight_decay=cfg.critic_weight_decay)
         self.sample_generator = torch.Generator(device=self.device).manual_seed(seed)
-        self.eval_generator = torch.Generator(device=self.device).manual_seed(seed + 2)
         self.shuffle_generator = torch.Generator().manual_seed(seed + 1)
         self._setup({"actor_optimizer": self.actor_optimizer, "critic_optimizer": self.critic_optimizer},
-                    {"sample_generator": self.sample_generator, "eval_generator": self.eval_generator,
-                     "shuffle_generator": self.shuffle_generator})
+                    {"sample_generator": self.sample_generator, "shuffle_generator": self.shuffle_generator})
         self.updates = 0
 
     # ---- acting -------------------------------------------------------------------------------------------------
@@ -122,13 +120,6 @@ class DPPO(OnPolicyAlgorithm):
         chain = p.sample_chain(obs, noise=noise, min_std=cfg.min_sampling_denoising_std,
                                randn_clip=cfg.randn_clip_value, net_for_step=self._train_nets, **self.chain)
         return chain[:, -1, : self.act_steps], {"chains": chain[:, self.first_ft:]}, self.critic(obs)
-
-    @torch.no_grad()
-    def act_deterministic(self, obs: torch.Tensor) -> torch.Tensor:
-        """Evaluation: the policy's evaluation sampler (DDPM as fine-tuned; DDIM η = 0) with both networks."""
-        p = self.policy
-        noise = torch.randn(p.noise_shape(obs.shape[0]), generator=self.eval_generator, device=self.device)
-        return p.act(obs, noise=noise, net_for_step=p.chain_nets())[:, : self.act_steps]
 
     def eval_sampling(self) -> dict:
         """How a loaded checkpoint samples (meta.json → ``stack.controller``): the policy's evaluation sampler."""

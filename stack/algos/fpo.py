@@ -178,11 +178,6 @@ class FPO(OnPolicyAlgorithm):
         return x0[:, : self.act_steps], extras, self.critic(obs)
 
     @torch.no_grad()
-    def act_deterministic(self, obs: torch.Tensor) -> torch.Tensor:
-        """Zero-sampling (FPO++): the ODE from ε = 0 with ``eval_steps`` Euler steps → [N, act_steps, A]."""
-        return self.policy.sample(obs, zero_noise=True, steps=self.eval_steps)[:, : self.act_steps]
-
-    @torch.no_grad()
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.critic(obs)
 

@@ -10,9 +10,11 @@
 
 The runner (``stack.runners.on_policy``) drives an algorithm through::
 
-    act_steps; extras_spec(); act(obs); act_deterministic(obs); value(obs); compute_returns(storage);
-    update(storage) -> metrics; policy_modules(); eval_sampling(); state_dict(); load_state_dict();
-    learning_rate; set_learning_rate(lr)
+    act_steps; extras_spec(); act(obs); value(obs); compute_returns(storage); update(storage) -> metrics;
+    policy_modules(); eval_sampling(); state_dict(); load_state_dict(); learning_rate; set_learning_rate(lr)
+
+Evaluation is not the algorithm's: the runner drives ``policy_modules()["policy"]`` through a
+``stack.controller.PolicyController`` sampling as ``eval_sampling()`` says.
 """
 
 from __future__ import annotations

@@ -85,11 +85,6 @@ class PPO(OnPolicyAlgorithm):
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.critic(obs)
 
-    @torch.no_grad()
-    def act_deterministic(self, obs: torch.Tensor) -> torch.Tensor:
-        """The Gaussian mean as a chunk of one [N, 1, act_dim] (evaluation)."""
-        return self.policy.act(obs, deterministic=True)[:, :1]
-
     # ---- learning -----------------------------------------------------------------------------------------------
     def update(self, storage: RolloutStorage) -> dict[str, float]:
         """Epochs of minibatch steps on one rollout; returns the update's statistics (means over minibatches run)."""

@@ -64,10 +64,6 @@ class SAC:
         """Stochastic action in (−1, 1), [N, act_dim]."""
         return self._sample(obs)[0]
 
-    @torch.no_grad()
-    def act_deterministic(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.actor.act(obs, deterministic=True)[:, 0]
-
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """One Q step (and, every ``policy_frequency`` steps, that many actor/temperature steps). Returns detached
         scalar tensors (no device sync)."""

@@ -9,20 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from stack.algos.bc import (
-    BCConfig,
-    BCTrainer,
-    ChunkedPolicy,
-    ema_decay_at,
-    ema_update,
-    load_bc_policy,
-    lr_at,
-    to_policy_space,
-    train_bc,
-)
+from stack.algos.bc import ema_decay_at, ema_update, lr_at
+from stack.config import BCConfig, TrainConfig
+from stack.controller import PolicyController
 from stack.data import EpisodeDataset, EpisodeWriter
 from stack.normalize import ObsNormalizer
 from stack.rollout import ActionScaler
+from stack.runners.offline import OfflineRunner, to_policy_space
+from stack.train import train
 
 OBS_DIM, ACT_DIM = 4, 2
 SMALL = {
@@ -50,11 +44,19 @@ def toy_dataset(tmp_path_factory):
     return writer.close()
 
 
-def _cfg(dataset, policy, **kw) -> BCConfig:
-    base = dict(dataset=str(dataset), policy=policy, policy_kwargs=SMALL[policy], horizon=4, act_steps=2,
-                batch_size=64, grad_steps=300, eval_episodes=0, progress=False, log_every=50, seed=3,
-                tensorboard=False)
-    return BCConfig(**{**base, **kw})
+def _cfg(dataset, policy, tmp_path, name="bc", bc=None, **kw) -> TrainConfig:
+    section = dict(policy_kwargs=SMALL[policy], horizon=4, act_steps=2, batch_size=64, grad_steps=300, log_every=50)
+    return TrainConfig(algo="bc", policy=policy, dataset=str(dataset), bc=BCConfig(**{**section, **(bc or {})}),
+                       eval_episodes=0, progress=False, seed=3, tensorboard=False, runs_dir=str(tmp_path), name=name,
+                       **kw)
+
+
+def _train_steps(runner: OfflineRunner, n: int) -> None:
+    """n gradient steps as the runner's loop takes them (its generator draws the minibatch)."""
+    for _ in range(n):
+        idx = torch.randint(0, len(runner.obs_idx), (runner.cfg.bc.batch_size,), generator=runner.generator)
+        runner.algo.train_step(*runner.batch(idx))
+    runner.steps = runner.algo.step
 
 
 # ---- pieces by hand -----------------------------------------------------------------------------------------------
@@ -93,8 +95,8 @@ def test_action_scaling_round_trip():
     np.testing.assert_allclose(to_policy_space(scaler, [[5.0, -1.0]]), [[1.0, -1.0]])  # outside: clipped
 
 
-def test_trainer_batches_are_the_dataset_windows_normalised(toy_dataset):
-    tr = BCTrainer(_cfg(toy_dataset, "flow", obs_steps=2))
+def test_runner_batches_are_the_dataset_windows_normalised(toy_dataset, tmp_path):
+    tr = OfflineRunner(_cfg(toy_dataset, "flow", tmp_path, bc={"obs_steps": 2}))
     ds = EpisodeDataset(toy_dataset)
     obs_w, act_w = ds.windows(obs_steps=2, horizon=4)
     idx = torch.tensor([0, 1, 24, 25, 499])
@@ -129,10 +131,10 @@ class _CountingPolicy(torch.nn.Module):
         return chunk.expand(obs.shape[0], -1, -1)
 
 
-def test_chunked_policy_executes_act_steps_then_replans():
+def test_controller_executes_act_steps_then_replans():
     pol = _CountingPolicy()
     norm = ObsNormalizer(1, enabled=False)
-    runner = ChunkedPolicy(pol, norm, ActionScaler([-1, -1], [1, 1], "minmax"), {"zero_noise": True})
+    runner = PolicyController(pol, norm, ActionScaler([-1, -1], [1, 1], "minmax"), {"zero_noise": True})
     actions = [runner(np.array([float(t)])) for t in range(7)]
     # plans at t = 0, 3, 6; each chunk's first act_steps = 3 actions executed in order
     assert len(pol.calls) == 3
@@ -149,8 +151,8 @@ def test_chunked_policy_executes_act_steps_then_replans():
 # ---- per policy family --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", ["gaussian", "diffusion", "flow"])
 def test_bc_loss_drops_and_checkpoint_reloads_identically(toy_dataset, tmp_path, kind):
-    cfg = _cfg(toy_dataset, kind, runs_dir=str(tmp_path), name=f"bc-{kind}")
-    tr = BCTrainer(cfg)
+    cfg = _cfg(toy_dataset, kind, tmp_path, name=f"bc-{kind}")
+    tr = OfflineRunner(cfg)
     idx = torch.arange(0, 500, 2)
 
     obs, target = tr.batch(idx)
@@ -158,28 +160,28 @@ def test_bc_loss_drops_and_checkpoint_reloads_identically(toy_dataset, tmp_path,
     def fixed_loss() -> float:
         torch.manual_seed(123)  # the same diffusion t/ε or flow τ/ε draws before and after
         with torch.no_grad():
-            return float(tr.loss(obs, target))
+            return float(tr.algo.loss(obs, target))
 
     def action_error() -> float:  # the sampled chunk against the demonstrated one, in [-1, 1] units
         torch.manual_seed(123)
         with torch.no_grad():
-            chunk = tr.policy.act(obs, deterministic=True) if kind == "gaussian" else tr.policy.act(obs)
+            policy = tr.algo.policy
+            chunk = policy.act(obs, deterministic=True) if kind == "gaussian" else policy.act(obs)
         return float((chunk - target).pow(2).mean())
 
     loss_before, error_before = fixed_loss(), action_error()
-    for _ in range(cfg.grad_steps):
-        tr.train_step()
-    tr.policy.eval()
-    if tr.ema is not None:
-        tr.policy.load_state_dict(tr.ema.state_dict())  # judge the weights that are saved
+    _train_steps(tr, cfg.bc.grad_steps)
+    ckpt = tr.save_checkpoint()
+    tr.algo.policy.eval()
+    if tr.algo.ema is not None:
+        tr.algo.policy.load_state_dict(tr.algo.ema.state_dict())  # judge the weights that are saved
     loss_after, error_after = fixed_loss(), action_error()
     # flow matching's loss has a large irreducible part (the ε it cannot know at small τ): a smaller drop suffices
     assert loss_after < (0.8 if kind == "flow" else 0.5) * loss_before, (kind, loss_before, loss_after)
     assert error_after < 0.3 * error_before, (kind, error_before, error_after)
 
-    ckpt = tr.save_checkpoint(tmp_path / "run")
-    loaded = load_bc_policy(tmp_path / "run", seed=7)
-    live = tr.chunked_policy(seed=7)
+    loaded = PolicyController.from_checkpoint(tmp_path / f"bc-{kind}", seed=7)
+    live = tr.controller(seed=7)
     obs = np.random.default_rng(1).normal(size=(5, 1, OBS_DIM))
     np.testing.assert_array_equal(loaded.plan(obs), live.plan(obs))
 
@@ -194,11 +196,28 @@ def test_bc_loss_drops_and_checkpoint_reloads_identically(toy_dataset, tmp_path,
 
 
 def test_train_bc_writes_a_run_directory(toy_dataset, tmp_path):
-    run = train_bc(_cfg(toy_dataset, "flow", grad_steps=100, runs_dir=str(tmp_path), name="bc-run"))
+    run = train(_cfg(toy_dataset, "flow", tmp_path, name="bc-run", bc={"grad_steps": 100}))
     assert (run / "config.yaml").exists() and (run / "learning_curve.png").exists()
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
-    assert "bc_loss" in header and "grad_step" in header
+    assert header[0] == "grad_steps" and "bc_loss" in header
     assert (run / "checkpoints/latest/policy/model.safetensors").exists()
+
+
+def test_bc_resume_continues_exactly(toy_dataset, tmp_path):
+    import csv
+
+    def rows(run):
+        with open(run / "metrics.csv") as f:
+            return [{k: float(v) for k, v in r.items() if v and k != "time_s"} for r in csv.DictReader(f)]
+
+    # a constant rate: the cosine schedule depends on the total, which a resumed run may extend
+    bc = {"lr_schedule": "constant"}
+    whole = rows(train(_cfg(toy_dataset, "diffusion", tmp_path, name="whole", bc={**bc, "grad_steps": 200})))
+    part = train(_cfg(toy_dataset, "diffusion", tmp_path, name="part", bc={**bc, "grad_steps": 100}))
+    resumed = rows(train(_cfg(toy_dataset, "diffusion", tmp_path, name="ignored", bc={**bc, "grad_steps": 200},
+                              resume=str(part))))
+    assert [r["grad_steps"] for r in resumed] == [50, 100, 150, 200]
+    assert whole == resumed
 
 
 # ---- cloning the reach baseline -------------------------------------------------------------------------------------
@@ -212,14 +231,14 @@ def _reach_bc(tmp_path, episodes: int, grad_steps: int, eval_episodes: int) -> t
                          progress=False)
     # lr 1e-2 (not DPPO's 1e-3): an absolute joint target is the observed position plus a step of ~0.3 % of the
     # joint range, and the Gaussian MLP only gets that precise within a CI budget with the larger rate.
-    run = train_bc(BCConfig(dataset=str(demos), policy="gaussian", action_key="action.proposal", lr=1e-2,
-                            policy_kwargs={"hidden": (256, 256)}, grad_steps=grad_steps, eval_episodes=eval_episodes,
-                            progress=False, runs_dir=str(tmp_path), name="bc-reach", log_every=500,
-                            tensorboard=False))
+    bc = BCConfig(action_key="action.proposal", lr=1e-2, policy_kwargs={"hidden": (256, 256)}, grad_steps=grad_steps,
+                  log_every=500)
+    common = dict(algo="bc", policy="gaussian", dataset=str(demos), bc=bc, eval_episodes=eval_episodes,
+                  progress=False, runs_dir=str(tmp_path), tensorboard=False)
+    run = train(TrainConfig(name="bc-reach", **common))
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     final = {k: float(v) for k, v in rows[-1].items() if v}
-    untrained = BCTrainer(BCConfig(dataset=str(demos), policy="gaussian", policy_kwargs={"hidden": (256, 256)},
-                                   progress=False)).evaluate(eval_episodes)
+    untrained = OfflineRunner(TrainConfig(name="untrained", **common)).evaluate()
     return final, untrained
 
 
@@ -228,17 +247,11 @@ def test_bc_clones_the_reach_baseline_short(tmp_path):
     assert untrained["success_rate"] == 0.0
     assert final["eval_success"] >= 0.1, final
     assert final["eval_return"] > untrained["return_mean"] + 5.0, (final, untrained)
-    # `r2s eval` on a BC run uses the chunk-aware evaluation, and stack.evaluate.evaluate tells a stateful chunked
-    # policy which envs are running (act_batch): both give the BC trainer's own evaluation on the same seeds.
-    from stack import cli
-    from stack.algos.bc import EVAL_SEED, evaluate_bc_run, load_bc_policy
-    from stack.evaluate import evaluate
+    # `r2s eval` on the run reproduces the runner's final evaluation (same episodes, seeds and noise).
+    from stack.evaluate import evaluate_run
 
-    run = tmp_path / "bc-reach"
-    direct = evaluate_bc_run(run, episodes=4, seed=EVAL_SEED)
-    via_evaluate = evaluate(load_bc_policy(run), "reach", 4, seed=EVAL_SEED)
-    assert via_evaluate["returns"] == direct["returns"]
-    assert cli.main(["eval", str(run), "--episodes", "4", "--seed", str(EVAL_SEED)]) == 0
+    result = evaluate_run(tmp_path / "bc-reach")
+    assert result["return_mean"] == result["metrics_csv_return"] == final["eval_return"]
 
 
 @pytest.mark.slow
@@ -249,8 +262,8 @@ def test_bc_clones_the_reach_baseline(tmp_path):
 
 @pytest.mark.parametrize("preset", ["hopper_bc_diffusion", "hopper_bc_flow", "reach_bc"])
 def test_bc_presets_parse_into_the_config(preset):
-    from stack.algos.bc import parse_bc_config
+    from stack.cli import parse_train_config
 
-    cfg = parse_bc_config(["--preset", preset, "--dataset", "some/dataset", "--grad-steps", "7"])
-    assert (cfg.algo, cfg.dataset, cfg.grad_steps) == ("bc", "some/dataset", 7)
+    cfg = parse_train_config(["--preset", preset, "--dataset", "some/dataset", "--bc.grad-steps", "7"], prog="t")
+    assert (cfg.algo, cfg.dataset, cfg.bc.grad_steps) == ("bc", "some/dataset", 7)
     assert cfg.policy in preset or (preset == "reach_bc" and cfg.policy == "gaussian")

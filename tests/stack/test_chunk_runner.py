@@ -17,7 +17,10 @@ from stack.config import EnvConfig, FPOConfig, TrainConfig
 from stack.evaluate import evaluate
 from stack.normalize import ObsNormalizer, RewardScaler
 from stack.rollout import ActionScaler, RolloutCollector, RolloutStorage
-from stack.train import EVAL_SEED_OFFSET, TIMING_KEYS, load_trained_policy, make_algo, train
+from stack.controller import PolicyController
+from stack.runners import TIMING_KEYS, eval_seed
+from stack.runners.on_policy import make_algo
+from stack.train import train
 
 
 # ---- the pool's idle envs -------------------------------------------------------------------------------------------
@@ -167,28 +170,28 @@ def test_fpo_run_resumes_exactly_and_reloads_to_its_final_evaluation(tmp_path):
     # env steps count the executed steps: episodes of 20 end inside chunks of 3
     assert whole[0]["env_steps"] < 16 * 4 * 3
     # the loaded policy (zero-sampling, chunks of 3) replays the final evaluation exactly
-    policy = load_trained_policy(part)
-    again = evaluate(policy, "point_mass", 3, EVAL_SEED_OFFSET + 1000 * 7,
-                               task_kwargs={"max_episode_steps": 20})
-    assert again["return_mean"] == pytest.approx(resumed[-1]["eval_return"], abs=1e-9)
+    policy = PolicyController.from_checkpoint(part)
+    again = evaluate(policy, "point_mass", 3, eval_seed(7), task_kwargs={"max_episode_steps": 20})
+    assert again["return_mean"] == resumed[-1]["eval_return"]
     # random-noise evaluation is a sampling override away
-    assert load_trained_policy(part, zero_noise=False).sampling["zero_noise"] is False
+    assert PolicyController.from_checkpoint(part, zero_noise=False).sampling["zero_noise"] is False
 
 
 def test_init_from_loads_weights_normaliser_and_scaling_and_freezes_the_statistics(tmp_path):
-    from policies import FlowPolicy, save_policy
+    from policies import FlowPolicy
 
-    from stack.train import OnPolicyRunner
+    from stack import checkpoint
+    from stack.runners.on_policy import OnPolicyRunner
 
     torch.manual_seed(0)
     bc = FlowPolicy(4, 2, horizon=4, act_steps=2, hidden=(16, 16), euler_steps=5)
-    ckpt = tmp_path / "bc" / "checkpoints" / "latest"
-    save_policy(bc, ckpt / "policy")
     norm = ObsNormalizer(4)
     norm.update(np.random.default_rng(0).normal(3.0, 2.0, size=(100, 4)))
     scaler = ActionScaler([-1.0, -1.0], [1.0, 1.0])  # not the task's ±2: the pretrained policy's own scaling wins
-    (ckpt / "normalization.json").write_text(json.dumps({"obs": norm.state_dict(), "action": scaler.state_dict()}))
-    (ckpt / "meta.json").write_text(json.dumps({"algo": "bc", "policy": "flow", "act_steps": 2}))
+    checkpoint.save(tmp_path / "bc" / "checkpoints" / "latest", modules={"policy": bc},
+                    normalization={"obs": norm.state_dict(), "action": scaler.state_dict()},
+                    meta={"algo": "bc", "policy": "flow", "task": "point_mass", "obs_dim": 4, "act_dim": 2,
+                          "horizon": 4, "act_steps": 2, "obs_steps": 1, "sampling": {}, "seed": 0, "env_steps": 0})
     cfg = _fpo_cfg(tmp_path, "ft", 100, init_from=str(tmp_path / "bc"))
     cfg = dataclasses.replace(cfg, fpo=dataclasses.replace(cfg.fpo, act_steps=0))  # 0: the pretrained policy's
     runner = OnPolicyRunner(cfg)

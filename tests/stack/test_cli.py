@@ -68,7 +68,19 @@ def test_train_flags_override_preset(tmp_path):
     assert (cfg.total_env_steps, cfg.env.task, cfg.seed) == (1234, "reach", 7)
 
 
-def test_a_bc_preset_routes_train_to_behaviour_cloning():
-    assert cli._preset_algo(["--preset", "reach_bc", "--dataset", "x"]) == "bc"
-    assert cli._preset_algo(["--preset", "reach_ppo"]) in (None, "ppo")
-    assert cli._preset_algo(["--steps", "3"]) is None
+def test_a_bc_preset_is_one_train_config_with_a_bc_section():
+    cfg = cli.parse_train_config(["--preset", "reach_bc", "--dataset", "x"], prog="r2s train")
+    assert (cfg.algo, cfg.dataset, cfg.bc.action_key, cfg.bc.lr) == ("bc", "x", "action.proposal", 0.01)
+    assert cli.parse_train_config(["--preset", "reach_ppo"], prog="r2s train").algo == "ppo"
+
+
+def test_train_offers_only_algorithms_that_exist():
+    import typing
+
+    from stack.config import ALGOS
+    from stack.runners import RUNNER_OF
+
+    offered = typing.get_args(typing.get_type_hints(TrainConfig)["algo"])
+    assert set(offered) == set(ALGOS) == set(RUNNER_OF)
+    with pytest.raises(SystemExit):
+        cli.parse_train_config(["--algo", "habc"], prog="r2s train")

@@ -87,10 +87,13 @@ def evaluate(algo: DPPO, episodes: int = 20) -> float:
     from sim.tasks.point_mass import PointMassTask
 
     envs = [PointMassTask() for _ in range(episodes)]
+    generator = torch.Generator().manual_seed(0)
     obs = np.stack([e.reset(seed=10_000 + i)[0] for i, e in enumerate(envs)])
     total, alive = np.zeros(episodes), np.ones(episodes, bool)
     while alive.any():
-        chunk = algo.act_deterministic(torch.from_numpy(obs).float()).numpy() * 2.0
+        noise = torch.randn(algo.policy.noise_shape(len(obs)), generator=generator)
+        with torch.no_grad():
+            chunk = algo.policy.act(torch.from_numpy(obs).float(), noise=noise)[:, : algo.act_steps].numpy() * 2.0
         for i in np.flatnonzero(alive):
             for a in chunk[i]:
                 obs[i], r, term, trunc, _ = envs[i].step(a)
@@ -261,8 +264,8 @@ def test_fine_tuned_policy_acts_with_both_networks(tmp_path):
     obs = torch.randn(3, OBS_DIM)
     algo.act(obs)
     assert calls == {"net": 4, "ft_net": 2}  # K − K′ frozen steps, then K′ fine-tuned ones
-    algo.act_deterministic(obs)
     noise = torch.randn(p.noise_shape(3))
+    p.act(obs, noise=noise)
     a = p.act(obs, noise=noise)
     assert calls == {"net": 12, "ft_net": 6}
     for h in hooks:
@@ -335,28 +338,28 @@ def weak_pretrained_policy(grad_steps: int, seed: int = 0) -> DiffusionPolicy:
 def write_bc_checkpoint(policy: DiffusionPolicy, run_dir) -> None:
     """The layout ``stack.algos.bc`` writes (policy/, normalization.json, meta.json): identity observation
     normalisation, the point mass's ±2 force bounds."""
-    import json
-
+    from stack import checkpoint
     from stack.normalize import ObsNormalizer
     from stack.rollout import ActionScaler
 
-    ckpt = run_dir / "checkpoints" / "latest"
-    save_policy(policy, ckpt / "policy")
     norm = {"obs": ObsNormalizer(OBS_DIM, enabled=False).state_dict(),
             "action": ActionScaler(-2 * np.ones(ACT_DIM), 2 * np.ones(ACT_DIM), "minmax").state_dict()}
-    (ckpt / "normalization.json").write_text(json.dumps(norm))
-    (ckpt / "meta.json").write_text(json.dumps({"algo": "bc", "policy": "diffusion", "task": "point_mass",
-                                                "act_steps": H, "sampling": {"sampler": "ddpm"}}))
+    checkpoint.save(run_dir / "checkpoints" / "latest", modules={"policy": policy}, normalization=norm,
+                    meta={"algo": "bc", "policy": "diffusion", "task": "point_mass", "obs_dim": OBS_DIM,
+                          "act_dim": ACT_DIM, "horizon": policy.horizon, "act_steps": H, "obs_steps": 1,
+                          "sampling": {"sampler": "ddpm"}, "seed": 0, "env_steps": 0})
 
 
 def finetune(tmp_path, iterations: int, seed: int = 0) -> tuple[float, float]:
     """Weak BC policy → ``r2s train --algo dppo --init_from`` (the shared runner) → both evaluated on the same seeds."""
-    from stack.algos.bc import evaluate_policy, load_bc_policy
     from stack.config import EnvConfig, TrainConfig
-    from stack.train import load_trained_policy, train
+    from stack.controller import PolicyController
+    from stack.evaluate import evaluate
+    from stack.train import train
 
     write_bc_checkpoint(weak_pretrained_policy(100, seed), tmp_path / "bc")
-    before = evaluate_policy(load_bc_policy(tmp_path / "bc", seed=seed), "point_mass", 20, seed=10_000)["return_mean"]
+    before = evaluate(PolicyController.from_checkpoint(tmp_path / "bc", seed=seed), "point_mass", 20,
+                      seed=10_000)["return_mean"]
     num_envs, rollout_steps = 8, 25
     cfg = TrainConfig(algo="dppo", policy="diffusion", init_from=str(tmp_path / "bc"), seed=seed,
                       env=EnvConfig(task="point_mass", num_envs=num_envs, backend="sync"),
@@ -365,7 +368,7 @@ def finetune(tmp_path, iterations: int, seed: int = 0) -> tuple[float, float]:
                       total_env_steps=iterations * num_envs * rollout_steps * 4, eval_every=0, eval_episodes=2,
                       checkpoint_every=0, runs_dir=str(tmp_path), name="dppo", progress=False)
     run = train(cfg)
-    after = evaluate_policy(load_trained_policy(run), "point_mass", 20, seed=10_000)["return_mean"]
+    after = evaluate(PolicyController.from_checkpoint(run, seed=seed), "point_mass", 20, seed=10_000)["return_mean"]
     return before, after
 
 
@@ -387,7 +390,8 @@ def _tiny_run(tmp_path, name, steps, **kw):
     import csv
 
     from stack.config import EnvConfig, TrainConfig
-    from stack.train import TIMING_KEYS, train
+    from stack.runners import TIMING_KEYS
+    from stack.train import train
 
     # act_steps = 1: every iteration is exactly rollout_steps × num_envs env steps, so the budgets below are exact
     cfg = TrainConfig(algo="dppo", policy="diffusion", seed=3,

@@ -176,7 +176,9 @@ def test_lowering_a_samples_cfm_loss_raises_its_ratio(per_sample):
 def test_zero_sampling_is_deterministic_and_random_noise_is_not():
     algo, storage = _rollout()
     obs = storage.obs[0]
-    a1, a2 = algo.act_deterministic(obs), algo.act_deterministic(obs)
+    zero = algo.eval_sampling()
+    assert zero["zero_noise"] is True
+    a1, a2 = (algo.policy.sample(obs, zero_noise=True, steps=zero["steps"]) for _ in range(2))
     assert torch.equal(a1, a2)
     torch.testing.assert_close(a1, algo.policy.sample(obs, noise=torch.zeros(4, 1, 2)))
     s1, s2 = algo.act(obs)[0], algo.act(obs)[0]
@@ -224,15 +226,20 @@ def _biased_demos(root, episodes=40, seed=0):
 
 
 def test_fpo_improves_a_bc_pretrained_flow_policy(tmp_path):
-    from stack.algos.bc import BCConfig, evaluate_policy, load_bc_policy, train_bc
-    from stack.train import EVAL_SEED_OFFSET, load_trained_policy
+    from stack import checkpoint
+    from stack.config import BCConfig
+    from stack.controller import PolicyController
+    from stack.evaluate import evaluate
+    from stack.runners import eval_seed
+    from stack.train import train
 
     demos = _biased_demos(tmp_path / "demos")
-    bc = train_bc(BCConfig(dataset=str(demos), policy="flow", horizon=2, act_steps=2, grad_steps=600, batch_size=256,
-                           policy_kwargs={"hidden": (64, 64), "euler_steps": 10}, eval_episodes=0, progress=False,
-                           tensorboard=False, runs_dir=str(tmp_path), name="bc", seed=1))
-    seed = EVAL_SEED_OFFSET + 1000 * 3  # the runner's evaluation seeds
-    before = evaluate_policy(load_bc_policy(bc), "point_mass", 10, seed)["return_mean"]
+    bc = train(TrainConfig(algo="bc", policy="flow", dataset=str(demos), eval_episodes=0, progress=False,
+                           tensorboard=False, runs_dir=str(tmp_path), name="bc", seed=1,
+                           bc=BCConfig(horizon=2, act_steps=2, grad_steps=600, batch_size=256,
+                                       policy_kwargs={"hidden": (64, 64), "euler_steps": 10})))
+    seed = eval_seed(3)  # the fine-tuning run's evaluation seeds
+    before = evaluate(PolicyController.from_checkpoint(bc, seed=seed), "point_mass", 10, seed)["return_mean"]
     fpo = FPOConfig(rollout_steps=32, num_minibatches=4, update_epochs=10, critic_hidden=(64, 64), lr=1e-3,
                     critic_lr=1e-3)
     _, after, run = _learn(tmp_path, "finetune", 16_384, fpo, init_from=str(bc))
@@ -240,14 +247,12 @@ def test_fpo_improves_a_bc_pretrained_flow_policy(tmp_path):
     print(f"BC {before:.1f} → FPO {after:.1f}")
     assert after > before + 10.0
     # fine-tuning kept the BC observation statistics (frozen) and action scaling
-    from stack.train import load_normalization
-
-    ft, pre = load_normalization(run), load_normalization(bc)
+    ft, pre = checkpoint.load(run).normalization, checkpoint.load(bc).normalization
     assert ft["obs"] == pre["obs"] and ft["action"] == pre["action"]
     # the fine-tuned run loads as a chunk-executing, zero-sampling policy that replays its final evaluation
-    policy = load_trained_policy(run)
+    policy = PolicyController.from_checkpoint(run)
     assert policy.act_steps == 2 and policy.sampling["zero_noise"] is True
-    assert evaluate_policy(policy, "point_mass", 10, seed)["return_mean"] == pytest.approx(after, abs=1e-9)
+    assert evaluate(policy, "point_mass", 10, seed)["return_mean"] == after
 
 
 def test_make_algo_from_scratch_builds_the_paper_networks():

@@ -60,7 +60,7 @@ class _ValueIsFirstCoordinate:
 
     def act(self, obs):
         n = obs.shape[0]
-        return torch.zeros(n, self.act_dim), torch.zeros(n), obs[:, 0].clone()
+        return torch.zeros(n, 1, self.act_dim), {"log_probs": torch.zeros(n)}, obs[:, 0].clone()
 
     def value(self, obs):
         return obs[:, 0].clone()

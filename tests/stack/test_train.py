@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from stack.config import EnvConfig, PPOConfig, TrainConfig
-from stack.train import EVAL_SEED_OFFSET, TIMING_KEYS, load_trained_policy, train
+from stack.controller import PolicyController
+from stack.runners import TIMING_KEYS, eval_seed
+from stack.train import train
 
 BATCH = 4 * 32
 
@@ -69,7 +71,7 @@ def test_saved_policy_loads_to_the_same_actions(tmp_path):
     from stack.evaluate import evaluate
 
     run = train(_cfg(tmp_path, "saved", 2 * BATCH))
-    policy = load_trained_policy(run)
+    policy = PolicyController.from_checkpoint(run)
     obs = np.random.default_rng(0).normal(size=(16, 4)) * 2.0
     # by hand from the files: normalise, Gaussian mean, clip to [−1, 1], scale to the bounds ±2
     ckpt = run / "checkpoints" / "latest"
@@ -84,5 +86,34 @@ def test_saved_policy_loads_to_the_same_actions(tmp_path):
     np.testing.assert_allclose(policy(obs[0]), policy(obs)[0], rtol=1e-5, atol=1e-6)  # batch 1 vs 16: float32 sums
     # The loaded policy replays the final evaluation the in-memory policy logged, exactly.
     final = _rows(run)[-1]
-    again = evaluate(policy, "point_mass", episodes=4, seed=EVAL_SEED_OFFSET + 1000 * 7)
-    assert again["return_mean"] == pytest.approx(final["eval_return"], abs=1e-9)
+    again = evaluate(policy, "point_mass", episodes=4, seed=eval_seed(7))
+    assert again["return_mean"] == final["eval_return"]
+
+
+def test_r2s_eval_json_reproduces_the_last_eval_return(tmp_path, capsys):
+    from stack import cli
+
+    run = train(_cfg(tmp_path, "evaljson", 2 * BATCH))
+    assert cli.main(["eval", str(run), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["episodes"] == 4 and result["seed"] == eval_seed(7)
+    assert result["return_mean"] == result["metrics_csv_return"] == _rows(run)[-1]["eval_return"]
+    assert 0.0 <= result["success_rate"] <= 1.0
+
+
+def test_seeds_train_each_seed_and_aggregate(tmp_path):
+    import dataclasses
+
+    cfg = dataclasses.replace(_cfg(tmp_path, "group", BATCH), seeds=(1, 2, 3))
+    group = train(cfg)
+    assert group == tmp_path / "group"
+    summary = json.loads((group / "summary.json").read_text())
+    finals = [_rows(group / f"seed-{s}")[-1]["eval_return"] for s in (1, 2, 3)]
+    assert summary["n"] == 3 and summary["seeds"] == [1, 2, 3]
+    assert summary["eval_return"]["values"] == finals
+    assert summary["eval_return"]["mean"] == pytest.approx(np.mean(finals))
+    assert summary["eval_return"]["se"] == pytest.approx(np.std(finals, ddof=1) / np.sqrt(3))
+    assert (group / "learning_curve.png").exists() and (group / "seeds.csv").exists()
+    # each seed's run is the run `--seed s` gives
+    single = _rows(train(dataclasses.replace(_cfg(tmp_path, "alone", BATCH), seed=2)))
+    assert single == _rows(group / "seed-2")
