@@ -10,20 +10,27 @@ export MUJOCO_GL ?= egl
 
 .PHONY: demo test install lint bench-sim clean
 
+LOG    := $(VENV)/install.log
+# Installs are quiet: pip's and the build backend's output goes to $(LOG), shown only when a step fails.
+QUIET   = >> $(LOG) 2>&1 || (tail -40 $(LOG); exit 1)
+
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
+	@echo "installing into $(VENV) (log: $(LOG))"
+	@$(PIP) install -q --upgrade pip $(QUIET)
 
 # Stamp files record what has been installed, so a second `make` is instant and a changed pyproject reinstalls.
 $(VENV)/.train-installed: pyproject.toml | $(VENV)/bin/activate
-	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -e '.[dev]' --config-settings editable_mode=compat
+	@echo "pip install $(TORCH); pip install -e '.[dev]'"
+	@$(PIP) install -q $(TORCH) $(QUIET)
+	@$(PIP) install -q -e '.[dev]' $(QUIET)
 	@./scripts/ensure-gl.sh || true
-	touch $@
+	@touch $@
 
 $(VENV)/.ros-installed: $(VENV)/.train-installed
-	$(PIP) install -q -e '.[dev,ros]' --config-settings editable_mode=compat || echo "warning: the ROS 2 wheels did not install; ROS tests will skip"
-	touch $@
+	@echo "pip install -e '.[dev,ros]' (the ROS 2 wheels)"
+	@$(PIP) install -q -e '.[dev,ros]' >> $(LOG) 2>&1 || echo "warning: the ROS 2 wheels did not install (see $(LOG)); ROS tests will skip"
+	@touch $@
 
 install: $(VENV)/.ros-installed
 

@@ -330,6 +330,15 @@ class BCConfig:
     """Log the mean bc_loss every this many gradient steps."""
 
 
+EVAL_SEED_OFFSET = 1_000_000
+
+
+def eval_seed(seed: int) -> int:
+    """The one evaluation seed rule of r2s: env i of an evaluation is reset with ``eval_seed(seed) + i`` (never a
+    training seed), and the policy controller's noise is seeded with the same number."""
+    return EVAL_SEED_OFFSET + 1000 * int(seed)
+
+
 ALGOS = ("ppo", "fpo", "dppo", "sac", "bc")
 """Every algorithm ``r2s train`` runs; the runner of each: on-policy (ppo, fpo, dppo), off-policy (sac), offline
 (bc)."""

@@ -1,7 +1,7 @@
 """``PolicyController``: a trained policy as a numpy controller — raw observations in, env actions out.
 
-One class for every policy kind and every caller (the runners' evaluations, ``r2s eval``, demos, the export parity
-check, the in-sim runtime comparison). Per env slot it keeps the last ``obs_steps`` observations (the first repeated
+One class for every policy kind and every caller (the runners' evaluations, ``r2s eval``, demos, the benchmarks, and
+the torch side of the demo's comparison with the ONNX runtime in simulation). Per env slot it keeps the last ``obs_steps`` observations (the first repeated
 at an episode's start) and a queue of actions; when a slot's queue is empty the policy plans a chunk for every empty
 slot at once::
 
@@ -62,9 +62,9 @@ class PolicyController:
         """The policy of a run directory's latest checkpoint (a checkpoint folder, or a loaded
         ``stack.checkpoint.Checkpoint``), sampling as its meta.json says (``sampling`` overrides: e.g.
         ``zero_noise=False``, ``sampler="ddim", ddim_steps=5, eta=0``). ``seed`` defaults to the run's evaluation
-        seed (``stack.runners.eval_seed``)."""
+        seed (``stack.config.eval_seed``)."""
         from stack import checkpoint
-        from stack.runners.base import eval_seed
+        from stack.config import eval_seed
 
         ckpt = path if isinstance(path, checkpoint.Checkpoint) else checkpoint.load(path)
         return cls(ckpt.module("policy", device=device), ckpt.obs_normalizer(), ckpt.action_scaler(),

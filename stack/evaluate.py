@@ -132,13 +132,13 @@ def evaluate_run(run_dir: str | Path, episodes: int | None = None, seed: int | N
     """``r2s eval``: a run's latest checkpoint on the task it was trained (or evaluated) on.
 
     Defaults reproduce the runner's evaluation: ``episodes`` = the run's ``eval_episodes``, ``seed`` = its evaluation
-    seed (``stack.runners.eval_seed``), so the result's ``return_mean`` equals the last ``eval_return`` of
+    seed (``stack.config.eval_seed``), so the result's ``return_mean`` equals the last ``eval_return`` of
     ``metrics.csv`` for the final checkpoint (returned as ``metrics_csv_return``). ``video``: write eval.mp4."""
     import csv
 
     from stack import checkpoint
     from stack.controller import PolicyController
-    from stack.runners.base import eval_seed
+    from stack.config import eval_seed
     from stack.runs import RunDir
 
     ckpt = checkpoint.load(run_dir)

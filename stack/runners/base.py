@@ -26,17 +26,11 @@ from pathlib import Path
 import torch
 
 from stack import checkpoint
-from stack.config import TrainConfig
+from stack.config import EVAL_SEED_OFFSET, TrainConfig, eval_seed
 from stack.runs import RunDir, default_run_name
 
-EVAL_SEED_OFFSET = 1_000_000
 TIMING_KEYS = ("steps_per_s", "rollout_s", "env_s", "update_s", "eval_s", "time_s")
 """Metrics that depend on the machine, not on the computation (left out when comparing runs)."""
-
-
-def eval_seed(seed: int) -> int:
-    """The one evaluation seed rule: env i of an evaluation is reset with ``eval_seed(seed) + i``."""
-    return EVAL_SEED_OFFSET + 1000 * int(seed)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -179,6 +173,13 @@ class Runner:
         if self.cfg.keep_checkpoints:
             checkpoint.save(root / f"step_{self.steps}", meta=meta, **parts)
         return checkpoint.save(root / checkpoint.LATEST, meta=meta, **parts)
+
+    def restore_modules(self, ckpt: checkpoint.Checkpoint, **expected) -> None:
+        """Refuse a checkpoint whose meta differs from ``expected`` (naming the field), then load its weights into
+        the algorithm's modules (train mode)."""
+        ckpt.check_matches(**expected)
+        for name, module in self.algo.policy_modules().items():
+            ckpt.module(name, into=module, device=self.device).train()
 
     # ---- the end of a run -----------------------------------------------------------------------------------------
     def progress_bar(self, desc: str):

@@ -65,9 +65,7 @@ class OffPolicyRunner(Runner):
                 "trainer_state": trainer}
 
     def restore(self, ckpt: checkpoint.Checkpoint) -> None:
-        ckpt.check_matches(task=self.cfg.env.task, obs_dim=self.obs_dim, act_dim=self.act_dim)
-        for name, module in self.algo.policy_modules().items():
-            ckpt.module(name, into=module, device=self.device).train()
+        self.restore_modules(ckpt, task=self.cfg.env.task, obs_dim=self.obs_dim, act_dim=self.act_dim)
         state = ckpt.trainer_state()
         self.algo.load_state_dict(state["algo"])
         self.buffer.load_state_dict(state["buffer"])

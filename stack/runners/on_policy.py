@@ -103,9 +103,7 @@ class OnPolicyRunner(Runner):
                 "trainer_state": trainer}
 
     def restore(self, ckpt: checkpoint.Checkpoint) -> None:
-        ckpt.check_matches(task=self.cfg.env.task, obs_dim=self.obs_dim, act_dim=self.act_dim)
-        for name, module in self.algo.policy_modules().items():
-            ckpt.module(name, into=module, device=self.device).train()
+        self.restore_modules(ckpt, task=self.cfg.env.task, obs_dim=self.obs_dim, act_dim=self.act_dim)
         self.obs_normalizer.load_state_dict(ckpt.normalization["obs"])
         self.reward_scaler.load_state_dict(ckpt.normalization["reward"])
         saved_scaler = ckpt.action_scaler()
