@@ -146,7 +146,10 @@ def cmd_bench(argv: list[str]) -> int:
     p.add_argument("--quick", action="store_true", help="a short run (for CI and a first look)")
     p.add_argument("--task", default=None)
     p.add_argument("--steps", type=int, default=None, help="env-step budget (ppo)")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=int, default=1, help="the seed of a quick run")
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="ppo/bc/dppo: seeds to run and aggregate (mean ± standard error); default: the --seed of a "
+                        "--quick run, 1 2 3 in full mode (fpo: its budget's seeds)")
     p.add_argument("--policy", default="diffusion", help="policy kind (bc)")
     p.add_argument("--rate", type=float, default=100.0, help="control rate in Hz (deploy)")
     p.add_argument("--device", default="cpu", help="dppo/fpo: 'cpu', 'cuda' or 'auto'")
@@ -158,20 +161,23 @@ def cmd_bench(argv: list[str]) -> int:
         return 2
     import importlib
 
+    from stack.bench import FULL_SEEDS, over_seeds
+
     bench = importlib.import_module(f"stack.bench.{args.which}")
+    seeds = args.seeds or ([args.seed] if args.quick else list(FULL_SEEDS))
     if args.which == "sim":
         result = bench.run(task=args.task or "hopper", quick=args.quick)
     elif args.which == "ppo":
         steps = args.steps or (100_000 if args.quick else 1_000_000)
-        result = bench.run(task=args.task or "hopper", steps=steps, seed=args.seed, cleanrl=args.cleanrl)
+        result = over_seeds(bench.run, seeds, task=args.task or "hopper", steps=steps, cleanrl=args.cleanrl)
     elif args.which == "bc":
-        result = bench.run(task=args.task or "hopper", policy=args.policy, quick=args.quick)
+        result = over_seeds(bench.run, seeds, task=args.task or "hopper", policy=args.policy, quick=args.quick)
     elif args.which == "deploy":
         result = bench.run(rate=args.rate, quick=args.quick)
     elif args.which == "dppo":
-        result = bench.run(task=args.task or "hopper", quick=args.quick, device=args.device)
-    elif args.which == "fpo":  # no --task: reach (quick) or halfcheetah then reach (full)
-        result = bench.run(task=args.task, quick=args.quick, device=args.device)
+        result = over_seeds(bench.run, seeds, task=args.task or "hopper", quick=args.quick, device=args.device)
+    elif args.which == "fpo":  # no --task: reach (quick) or halfcheetah then reach (full); seeds by its budget
+        result = bench.run(task=args.task, quick=args.quick, device=args.device, seeds=args.seeds)
     elif args.which == "faults":  # stack.bench.faults.run(quick=...) -> dict (needs the ROS 2 wheels)
         result = bench.run(quick=args.quick)
     else:

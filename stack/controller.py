@@ -1,9 +1,9 @@
 """``PolicyController``: a trained policy as a numpy controller — raw observations in, env actions out.
 
 One class for every policy kind and every caller (the runners' evaluations, ``r2s eval``, demos, the benchmarks, and
-the torch side of the demo's comparison with the ONNX runtime in simulation). Per env slot it keeps the last ``obs_steps`` observations (the first repeated
-at an episode's start) and a queue of actions; when a slot's queue is empty the policy plans a chunk for every empty
-slot at once::
+the torch side of the demo's comparison with the ONNX runtime in simulation). Per env slot it keeps the last
+``obs_steps`` observations (the first repeated at an episode's start) and a queue of actions; when a slot's queue is
+empty the policy plans a chunk for every empty slot at once::
 
     normalise (ObsNormalizer) → policy.act(obs, noise) [B, H, A] → first act_steps actions → clip and scale
     (ActionScaler) → queue

@@ -10,7 +10,8 @@ Per task and seed (same seeds for every method):
 * PPO: the task's ``<task>_ppo`` preset (CleanRL's settings where there is none), same env steps and seed.
 * FPO++ (full mode): the same run with ``fpo.variant = fpo++`` (per-sample ratios, ASPO, clamped losses).
 
-Figures are means over seeds with their spread (std, and min/max); wall-clock and env-steps/s per method.
+Figures are means over seeds with their standard error and spread (std, min/max); wall-clock and env-steps/s per
+method.
 
 Multimodality: ``TwoGoalPointMass`` (below) — a point mass starting at the origin with two equally good goals at
 (±0.8, 0). FPO, FPO++ and PPO train on it at the same budget; then each samples ``episodes`` stochastic episodes
@@ -205,9 +206,13 @@ def _train(cfg) -> tuple[Path, float, list[dict]]:
 
 
 def _summary(values: list[float]) -> dict:
+    """Mean ± standard error across seeds (``stack.seeds.mean_se``), with the spread."""
+    from stack.seeds import mean_se
+
     v = np.asarray(values, float)
-    return {"mean": round(float(v.mean()), 2), "std": round(float(v.std()), 2), "min": round(float(v.min()), 2),
-            "max": round(float(v.max()), 2), "n": len(v)}
+    mean, se = mean_se(list(v))
+    return {"mean": round(mean, 2), "se": round(se, 2), "std": round(float(v.std()), 2),
+            "min": round(float(v.min()), 2), "max": round(float(v.max()), 2), "n": len(v)}
 
 
 def run_task(task: str, budget: Budget, seeds, steps: int, runs_dir: str, device: str) -> dict:
