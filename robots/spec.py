@@ -126,10 +126,6 @@ class RobotSpec:
         if abs(rate - self.control_rate_hz) > 1e-6:
             raise SpecMismatch(f"control_rate_hz: model expects {rate}, robot runs at {self.control_rate_hz}")
 
-    def clamp_positions(self, q: np.ndarray) -> np.ndarray:
-        lo, hi = self.pos_limits
-        return np.clip(q, lo, hi)
-
 
 def obs_layout_to_json(layout: tuple[ObsSegment, ...]) -> str:
     return json.dumps([asdict(s) for s in layout])
