@@ -102,6 +102,18 @@ class NodeProcess:
         except OSError:
             return "(no log)"
 
+    def last_error(self) -> str:
+        """The node's last logged error (why a transition failed), or a note that it logged none."""
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no log)"
+        errors = [line for line in lines if "[ERROR]" in line]
+        if not errors:
+            return "(the node logged no error)"
+        text = errors[-1]
+        return text.split("]: ", 1)[1] if "]: " in text else text
+
 
 @dataclass
 class Graph:
@@ -177,7 +189,12 @@ class Graph:
             for transition in ("configure", "activate"):
                 ok = self.client.transition(n.name, transition, timeout_s, alive=lambda p=n.proc: p.poll() is None)
                 if not ok:
-                    raise DeployError(f"{n.name}: {transition} failed:\n{n.log_tail()}")
+                    if n.proc.poll() is not None:
+                        why = f"the process exited with code {n.proc.returncode}"
+                    else:
+                        why = n.last_error()
+                    raise DeployError(f"{n.name}: {transition} failed: {why}\n--- end of {n.log_path}:\n"
+                                      f"{n.log_tail()}")
 
     def peak_rss_mb(self) -> dict[str, float | None]:
         return {k: peak_rss_mb(n.proc.pid) for k, n in self.nodes.items()}
@@ -204,12 +221,17 @@ class LifecycleClient:
         self.executor.add_node(self.node)
 
     def transition(self, node_name: str, transition: str, timeout_s: float, alive=lambda: True) -> bool:
-        """Ask ``node_name`` for a lifecycle transition; whether it succeeded.
+        """Ask ``node_name`` for a lifecycle transition; whether it succeeded (never waits past ``timeout_s``).
 
-        A request can be lost: a node just restarted under the same name may still be known to DDS by its previous
-        incarnation's service, and a request sent to that one is never answered. Unanswered requests are therefore
-        checked with ``get_state`` and sent again while the node is still in the state the transition starts from;
-        a repeated request refused because the first one went through counts as success (the state says so).
+        Why a restarted node used to miss its first request: a node killed without a goodbye (SIGKILL, a crash)
+        stays known to DDS until its participant's lease runs out (about 20 s), services included. For a client,
+        ``wait_for_service`` then succeeds at once — on the dead incarnation's service — and a request sent before
+        the new process has created its own is delivered to no one and never answered; a client that does not send
+        again waits forever. So the request is sent only once the node has *answered* ``get_state`` (proof that a
+        live incarnation is there, in the state the transition starts from). Unanswered requests are still checked
+        with ``get_state`` and sent again while the node stays in the start state; a repeated request refused
+        because the first one went through counts as success (the state says so). ``requests_sent`` counts the
+        change_state requests of the last call.
         """
         from lifecycle_msgs.srv import ChangeState, GetState
 
@@ -218,7 +240,13 @@ class LifecycleClient:
         get = self.node.create_client(GetState, f"/{node_name}/get_state")
         deadline = time.monotonic() + timeout_s
         futures, sent = [], 0.0
+        self.requests_sent = 0
         try:
+            label = self._live_state(get, deadline, alive)
+            if label is None or label == goal:
+                return label == goal
+            if label != start:
+                return False
             while time.monotonic() < deadline and alive():
                 if sent == 0.0:  # (re)send
                     if not change.wait_for_service(timeout_sec=0.2):
@@ -226,6 +254,7 @@ class LifecycleClient:
                     req = ChangeState.Request()
                     req.transition.id = self.TRANSITIONS[transition]
                     futures.append(change.call_async(req))
+                    self.requests_sent += 1
                     sent = time.monotonic()
                 self.executor.spin_once(timeout_sec=0.05)
                 if any(f.done() and f.result().success for f in futures):
@@ -249,6 +278,18 @@ class LifecycleClient:
         finally:
             self.node.destroy_client(change)
             self.node.destroy_client(get)
+
+    def _live_state(self, get, deadline: float, alive) -> str | None:
+        """The node's state label once a live incarnation answers ``get_state`` (None: none did by ``deadline``)."""
+        from lifecycle_msgs.srv import GetState
+
+        while time.monotonic() < deadline and alive():
+            if not get.wait_for_service(timeout_sec=0.2):
+                continue
+            state = self._call(get, GetState.Request(), min(1.0, max(0.0, deadline - time.monotonic())), alive)
+            if state is not None:
+                return state.current_state.label
+        return None
 
     def _call(self, client, request, timeout_s: float, alive):
         future = client.call_async(request)

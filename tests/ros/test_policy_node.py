@@ -66,3 +66,43 @@ def test_observation_layout_the_node_cannot_read_is_refused(ros, tmp_path):
         assert "segment image has source 'camera:/front'" in graph.nodes["policy"].log_tail(20)
     finally:
         graph.stop()
+
+
+def test_a_model_that_cannot_run_is_refused_saying_why_in_the_log_and_in_deploy(ros, p_controller, tmp_path):
+    # Issue 11.5: a truncated file was refused with an empty log and `r2s deploy` printed only "configure failed:".
+    from pathlib import Path
+
+    from stack.ros.deploy import DeployError
+
+    whole = Path(p_controller).read_bytes()
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(whole[: len(whole) // 2])
+    graph = Graph({"policy": {"policy_path": str(truncated), "robot": "so101"}}, log_dir=tmp_path)
+    graph.start(["policy"])
+    try:
+        with pytest.raises(DeployError) as info:
+            graph.up(["policy"], timeout_s=60)
+    finally:
+        codes = graph.stop()
+    first_line = str(info.value).splitlines()[0]
+    assert first_line.startswith("r2s_policy: configure failed: configure: cannot load"), first_line
+    assert "ModelError" in first_line and "onnxruntime cannot load it" in first_line, first_line
+    assert codes == {"policy": 0}
+
+
+def test_a_restarted_policy_node_answers_its_first_configure_request(ros, p_controller, tmp_path):
+    """Issue 11.8: after kill -9 the dead node stays known to DDS; a request sent to it is never answered."""
+    graph = Graph({"policy": {"policy_path": p_controller}}, log_dir=tmp_path)
+    graph.start(["policy"])
+    try:
+        assert graph.client.transition("r2s_policy", "configure", 60)
+        graph.nodes["policy"].proc.kill()
+        graph.nodes["policy"].proc.wait()
+        graph.start(["policy"])  # the same name, while the killed one is still in the DDS graph
+        t = time.monotonic()
+        assert graph.client.transition("r2s_policy", "configure", 30)
+        assert graph.client.requests_sent == 1, "the first request must reach the live node, not the dead one"
+        assert time.monotonic() - t < 30
+    finally:
+        codes = graph.stop()
+    assert codes == {"policy": 0}

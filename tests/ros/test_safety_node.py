@@ -37,6 +37,8 @@ class FakeRobot:
         self.q = Q0.copy()
         self.names = list(SO101.joint_names)
         self.publishing = True
+        self.goal_on = True
+        self.last_goal = 0.0
         self.last_publish_ns = 0
         self._js = ros.publisher(JointState, SO101.joint_states_topic)
         self._goal = ros.publisher(Float64MultiArray, GOAL_TOPIC)
@@ -52,7 +54,9 @@ class FakeRobot:
         self.last_publish_ns = t
 
     def _tick_goal(self):
-        self._goal.publish(Float64MultiArray(data=GOAL.tolist()))
+        if self.goal_on:
+            self._goal.publish(Float64MultiArray(data=GOAL.tolist()))
+            self.last_goal = time.monotonic()
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +144,25 @@ def test_nan_in_joint_states_gives_hold_out(arm):
     refused = [p for p in inbox["proposal"].since(t) if not np.all(np.isfinite(p.points[0].positions))]
     assert refused, "the policy should mark refused steps with a NaN proposal"
     robot.q = Q0.copy()
+    _settle(inbox)
+
+
+def test_a_silent_task_topic_holds_and_no_ok_goes_out_on_its_last_value(arm):
+    # Issue 11.4: /r2s/goal stopped for 3 s and 60 "ok" commands went out on its last value.
+    robot, inbox, _, _ = arm
+    _settle(inbox)
+    robot.goal_on = False
+    time.sleep(0.02)
+    t_last = robot.last_goal
+    t_hold, _ = inbox["status"].wait_for(lambda m: m.data.startswith("hold:"), timeout=5, since=t_last)
+    time.sleep(1.0)
+    t_resume = time.monotonic()
+    robot.goal_on = True
+    timeout = 1.5 * PERIOD
+    late_ok = [m.data for ts, m in list(inbox["status"].items)
+               if t_last + timeout + MARGIN_S < ts < t_resume and m.data == "ok"]
+    assert not late_ok, f"{len(late_ok)} ok command(s) on a goal older than {timeout * 1e3:.0f} ms"
+    assert t_hold - t_last <= timeout + PERIOD + MARGIN_S, f"hold {(t_hold - t_last) * 1e3:.0f} ms after the goal"
     _settle(inbox)
 
 
