@@ -20,19 +20,21 @@ The policy is a small linear ONNX graph (``obs = joint_pos[6] + ee_pos[3] + goal
 **What is measured, per case** (``per_case``) and over the run:
 
 * ``hold_latency_ms``: from the fault's onset (the first faulty message published, the kill, the e-stop request) to
-  the first hold command; a hold's ``/r2s/safety/executed`` stamp is the safety node's decision time, so this is
-  the time to the decision, not to its arrival here. A case that should hold and never does reports the length of
-  its fault window as a lower bound (``held: false``).
+  the departure of the first hold command from the safety node: its DDS source timestamp, written by the safety
+  node's ``publish`` (same host, same clock), not its arrival here. A case that should hold and never does reports
+  the length of its fault window as a lower bound (``held: false``).
 * ``max_step_ratio_during`` / ``_after``: the largest per-joint change between consecutive hardware commands,
   divided by the per-period rate limit ``vel_max · velocity_scale · control period`` (launch/so101.yaml,
   robots/so101.py), during the fault and after it. ``unsafe_commands``: commands outside the position limits,
   non-finite, or stepping more than 1.05 × that limit from the previous command.
-* ``ok_on_stale``: "ok" commands whose observation was older than ``watchdog_timeout_s``. The age is taken when
-  the command *arrives here* (DDS reception time) — a command's departure time is not on the wire (an "ok"
-  command's stamp is its observation's) — so it overstates the age at departure by the DDS hop (< 1 ms here). The
-  observation's time is the executed command's ``header.stamp`` (the joint_states stamp the step answered) and, for
-  the unstamped task topics, the last time this process published a well-formed value on each of them.
-* ``command_gap_ms_max``: the longest silence on the hardware topic from the onset to the end of the case;
+* ``ok_on_stale``: "ok" commands whose observation was older than ``watchdog_timeout_s`` when the command left the
+  safety node (its DDS source timestamp, as above). The observation's time is the executed command's
+  ``header.stamp`` (the stamp of the step's observation: its joint_states, or its oldest source) and, for the
+  unstamped task topics, the last time this process published a well-formed value on each of them before the
+  command left. An "ok" command stamped 0 (an unstamped proposal) has no observation time: it counts as stale
+  (``ok_unstamped`` says how many).
+* ``command_gap_ms_max``: the longest time between two commands leaving the safety node, from the onset to the
+  end of the case;
   ``recovery_ms``: from the end of the fault to the first "ok" command after it.
 * ``nodes_died``: nodes that exited while the harness had not killed them; a dead node is restarted so that the
   remaining cases still run.
@@ -147,6 +149,9 @@ def _bad_models(work: Path, spec) -> dict[str, Path]:
 @dataclass
 class _Received:
     recv_ns: int
+    """DDS reception time here."""
+    sent_ns: int
+    """DDS source time: when the sender's ``publish`` wrote it (same host, same clock) — its departure."""
     gid: bytes
     seq: int
     value: object
@@ -213,7 +218,8 @@ class Robot:
         def callback(msg, info) -> None:
             gid = bytes((info.get("publisher_gid") or {}).get("data", b""))
             recv = info.get("received_timestamp") or time.time_ns()
-            store.append(_Received(recv, gid, int(info.get("publication_sequence_number") or 0), convert(msg)))
+            sent = info.get("source_timestamp") or recv
+            store.append(_Received(recv, sent, gid, int(info.get("publication_sequence_number") or 0), convert(msg)))
         return callback
 
     # ---- publishing -------------------------------------------------------------------------------------------------
@@ -408,14 +414,14 @@ class Bench:
 
     # ---- the protocol -----------------------------------------------------------------------------------------------
     def wait_ok(self, since_ns: int, timeout_s: float = 10.0) -> int | None:
-        """The reception time of the first "ok" command after ``since_ns`` (None within ``timeout_s``)."""
+        """When the first "ok" status after ``since_ns`` left the safety node (None within ``timeout_s``)."""
         deadline = time.monotonic() + timeout_s
         seen = 0
         while time.monotonic() < deadline:
             items = self.robot.status
             for r in items[seen:]:
-                if r.recv_ns >= since_ns and r.value == "ok":
-                    return r.recv_ns
+                if r.sent_ns >= since_ns and r.value == "ok":
+                    return r.sent_ns
             seen = len(items)
             time.sleep(0.01)
         return None
@@ -863,6 +869,7 @@ CASE_GROUPS = ("joint_states_silence", "nan_positions", "inf_positions", "shuffl
 @dataclass
 class Command:
     recv_ns: int
+    sent_ns: int
     values: np.ndarray
     status: str | None
     stamp_ns: int | None
@@ -887,7 +894,7 @@ def commands(robot: Robot) -> tuple[list[Command], int]:
         for seq, r in group.items():
             s, e = st.get(seq), ex.get(seq)
             unpaired += s is None or e is None
-            out.append(Command(r.recv_ns, np.asarray(r.value, dtype=np.float64), s.value if s else None,
+            out.append(Command(r.recv_ns, r.sent_ns, np.asarray(r.value, dtype=np.float64), s.value if s else None,
                                e.value[0] if e else None))
     out.sort(key=lambda c: c.recv_ns)
     return out, unpaired
@@ -932,26 +939,21 @@ def analyse(b: Bench) -> dict:
                 ratios[k] = float(np.max(np.abs(c.values - cmds[k - 1].values) / b.step_limit))
         unsafe[k] = bad or ratios[k] > STEP_TOLERANCE
         if c.status == "ok" and c.stamp_ns is not None:
-            sources = [c.stamp_ns] + [_last_before(task_times[t], c.recv_ns) or 0 for t in task_times]
-            ages[k] = (c.recv_ns - min(sources)) / 1e6
-            stale[k] = c.recv_ns - min(sources) > watchdog_ns
+            sources = [c.stamp_ns] + [_last_before(task_times[t], c.sent_ns) or 0 for t in task_times]
+            ages[k] = (c.sent_ns - min(sources)) / 1e6
+            stale[k] = c.sent_ns - min(sources) > watchdog_ns
             unstamped[k] = c.stamp_ns == 0  # no observation time at all: counted stale (its age is unbounded)
-    recv = np.array([c.recv_ns for c in cmds], dtype=np.int64)
+    sent = np.array([c.sent_ns for c in cmds], dtype=np.int64)  # the safety node's clock, like every time here
     per_case, failures, latencies = {}, [], []
     for rec in b.records:
-        lo_i, hi_i = np.searchsorted(recv, [rec.start_ns, rec.stop_ns])
-        idx = range(lo_i, hi_i)
-        during = [k for k in idx if rec.onset_ns <= recv[k] <= rec.end_ns]
-        after = [k for k in idx if recv[k] > rec.end_ns]
-        holds = [k for k in idx if recv[k] >= rec.onset_ns and (cmds[k].status or "").startswith("hold")]
-        latency = None
-        if holds:
-            k = holds[0]
-            t = cmds[k].stamp_ns if cmds[k].stamp_ns and rec.onset_ns - NS < cmds[k].stamp_ns <= recv[k] else recv[k]
-            latency = max(0.0, (t - rec.onset_ns) / 1e6)
+        idx = [k for k in range(len(cmds)) if rec.start_ns <= sent[k] < rec.stop_ns]
+        during = [k for k in idx if rec.onset_ns <= sent[k] <= rec.end_ns]
+        after = [k for k in idx if sent[k] > rec.end_ns]
+        holds = [k for k in idx if cmds[k].sent_ns >= rec.onset_ns and (cmds[k].status or "").startswith("hold")]
+        latency = (cmds[holds[0]].sent_ns - rec.onset_ns) / 1e6 if holds else None
         fault_ms = (rec.end_ns - rec.onset_ns) / 1e6
-        window = [k for k in idx if recv[k] >= rec.onset_ns]
-        gaps = np.diff(recv[window]) / 1e6 if len(window) > 1 else np.array([])
+        window = [k for k in idx if sent[k] >= rec.onset_ns]
+        gaps = np.diff(sent[window]) / 1e6 if len(window) > 1 else np.array([])
         ok_after = rec.notes.pop("ok_after_fault_ns", None)
         resume = rec.ok_resumes_at_ns or rec.end_ns
         case = {
@@ -966,7 +968,7 @@ def analyse(b: Bench) -> dict:
             "ok_on_stale": int(sum(stale[k] for k in idx)),
             "ok_unstamped": int(sum(unstamped[k] for k in idx)),
             "hold_reasons": _hold_reasons(cmds[k].status for k in idx),
-            "max_ok_obs_age_ms": _max_age(ages[[k for k in idx if not unstamped[k]]]),
+            "max_ok_obs_age_ms": _max_age(ages[[k for k in idx if not unstamped[k]]]) if idx else None,
             "command_gap_ms_max": round(float(gaps.max()), 1) if gaps.size else None,
             "fault_ms": round(fault_ms, 1),
             "recovery_ms": round((ok_after - resume) / 1e6, 1) if ok_after else None,
