@@ -112,7 +112,7 @@ class RecorderNode(R2sNode):
         self._quit = threading.Event()
         self._stop_ns: int | None = None
         self._recording = False
-        self.after_stop = self.callback_errors = 0
+        self.after_stop = 0
         self._watch_stop_signals()
 
     # ---- the stop signal ------------------------------------------------------------------------------------------
@@ -211,7 +211,7 @@ class RecorderNode(R2sNode):
 
     def on_shutdown(self, state):
         self._stop_recording(time.time_ns(), "shutdown")  # or wait for the signal watcher to finish closing
-        return SUCCESS
+        return super().on_shutdown(state)
 
     def _stop_recording(self, stop_ns: int, why: str) -> None:
         """Record what was received or sent before ``stop_ns``, nothing after, and close the bag (idempotent)."""
@@ -338,10 +338,8 @@ class RecorderNode(R2sNode):
                 continue
             try:
                 callback(data, received, source)
-            except Exception:  # no message, however malformed, ends the recording
-                self.callback_errors += 1
-                self.log_throttled("callback", f"recording {sub.topic_name} failed ({self.callback_errors} so far):"
-                                               f"\n{traceback.format_exc()}", level="error")
+            except Exception as e:  # no message, however malformed, ends the recording (counted, warned)
+                self.callback_failed(sub.topic_name, e)
 
     # ---- writing --------------------------------------------------------------------------------------------------
     def _writer_for(self, topic: str):
