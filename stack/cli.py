@@ -42,6 +42,7 @@ BENCHES: dict[str, str] = {
     "deploy": "closed loop policy → safety → sim robot over ROS 2 (DDS): rate, jitter, latency vs a bare relay",
     "dppo": "DPPO fine-tuning of a BC-pretrained diffusion policy (beside FPO on a flow policy): return before/after",
     "fpo": "FPO / FPO++ vs Gaussian PPO from scratch at the same budget and seeds; multimodality check",
+    "arm": "success of every method (PPO, FPO++, DPPO from BC, BC alone, the baseline) on the arm tasks reach and push",
     "faults": "fault injection against the real policy and safety nodes over DDS: hold latency, unsafe commands",
 }
 
@@ -178,6 +179,8 @@ def cmd_bench(argv: list[str]) -> int:
         result = over_seeds(bench.run, seeds, task=args.task or "hopper", quick=args.quick, device=args.device)
     elif args.which == "fpo":  # no --task: reach (quick) or halfcheetah then reach (full); seeds by its budget
         result = bench.run(task=args.task, quick=args.quick, device=args.device, seeds=args.seeds)
+    elif args.which == "arm":  # stack.bench.arm.run(quick=..., seeds=...) -> dict
+        result = bench.run(quick=args.quick, seeds=args.seeds, device=args.device)
     elif args.which == "faults":  # stack.bench.faults.run(quick=...) -> dict (needs the ROS 2 wheels)
         result = bench.run(quick=args.quick)
     else:
