@@ -444,6 +444,11 @@ def deploy(policy_path: str, robot: str | None = None, sim: bool = False, durati
     }
     for key, values in (params or {}).items():
         node_params.setdefault(key, {}).update(values)
+    sim_p = node_params["sim"]
+    if sim and (float(sim_p.get("real_time_factor", 1.0)) != 1.0 or sim_p.get("publish_clock")):
+        # The sim stamps with /clock time then: the nodes that check stamp ages must run on the same clock.
+        for key in ("policy", "safety"):
+            node_params[key].setdefault("use_sim_time", True)
     files = [params_file] if params_file else []
     default_yaml = REPO_LAUNCH_DIR / f"{robot}.yaml"
     if not params_file and default_yaml.is_file():

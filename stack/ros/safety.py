@@ -4,8 +4,8 @@ Per decision, in order:
 
 1. **Hold** when the e-stop is latched, the node is deactivating, joint_states are missing, stale (arrival time or
    ``header.stamp``) or implausible, or the commanding source's input is missing, stale or non-finite — for the
-   policy, stale also means a proposal whose stamp (the time of its observation's oldest source) is older than
-   ``max_obs_age_s``, so no "ok" command is built on an old observation. The hold *target* is the measured position
+   policy, stale also means a newly arrived proposal whose stamp (the time of its observation's oldest source) is
+   older than ``max_obs_age_s``, so no "ok" command is built on an old observation. The hold *target* is the measured position
    latched when the hold began (re-commanding each new reading would let the arm sag under gravity step by step);
    the hold *command* ramps into that target from the last command sent, within the velocity and acceleration
    limits (step 3), so a hold never jumps. A forward_command_controller keeps its last command forever, so the hold
@@ -243,14 +243,16 @@ class SafetySupervisor:
     def last_output_age(self, t: float) -> float:
         return t - self._t_last
 
-    def check(self, t: float) -> str | None:
-        """Why the supervisor must hold now, or None (also None while homing without a fault)."""
+    def check(self, t: float, new_command: bool = False) -> str | None:
+        """Why the supervisor must hold now, or None (also None while homing without a fault). ``new_command``:
+        the decision answers a command that just arrived from the source with authority, whose observation's age
+        is checked too (a command's observation ages while it is in force; silence is the watchdog's business)."""
         reason = self._robot_fault(t)
         if reason is not None or self.homing:
             return reason
         if self.deactivated:
             return "deactivated"
-        return self._source_fault(t)
+        return self._source_fault(t, new_command)
 
     def _age_fault(self, what: str, age: float, limit: float, by: str = "") -> str | None:
         if age > limit:
@@ -271,7 +273,7 @@ class SafetySupervisor:
             reason = self._age_fault("joint_states", t - self._stamp_measured * 1e-9, self.timeout_s, " by stamp")
         return reason
 
-    def _source_fault(self, t: float) -> str | None:
+    def _source_fault(self, t: float, new_command: bool = False) -> str | None:
         sources = [self.authority]
         src = self._inputs[self.authority]
         if self.authority != "policy" and src is not None and not src.commanded.all():
@@ -282,7 +284,7 @@ class SafetySupervisor:
                 return f"no {name} command"
             timeout = self.teleop_timeout_s if name == "human" else self.timeout_s
             reason = self._age_fault(f"{name} command", t - inp.t, timeout)
-            if reason is None and name == "policy" and inp.stamp_ns:
+            if reason is None and new_command and name == "policy" and inp.stamp_ns:
                 # The proposal's stamp is the time of its observation's oldest source.
                 reason = self._age_fault("policy observation", t - inp.stamp_ns * 1e-9, self.max_obs_age_s,
                                          " by stamp")
@@ -302,9 +304,10 @@ class SafetySupervisor:
             return True
         return self.last_output_age(t) >= 0.95 * self.period
 
-    def decide(self, t: float) -> Decision | None:
-        """The command to send now (None: nothing can be commanded, no measurement yet)."""
-        reason = self.check(t)
+    def decide(self, t: float, new_command: bool = False) -> Decision | None:
+        """The command to send now (None: nothing can be commanded, no measurement yet); ``new_command``: it answers
+        a command that just arrived (see ``check``)."""
+        reason = self.check(t, new_command)
         if reason is not None:
             return self.hold(t, reason)
         if self.homing:

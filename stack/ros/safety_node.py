@@ -254,6 +254,9 @@ class SafetyNode(R2sNode):
         values = trajectory_positions(msg, self.proposal_joints)
         now = self.now_ns()
         stamp = check_stamp(self.p.proposal_topic, stamp_ns(msg.header.stamp), now, self.max_future_ns)
+        if not stamp:
+            raise BadMessage(f"{self.p.proposal_topic}: no header.stamp (the policy stamps each proposal with its "
+                             "observation's time; without it the observation's age cannot be checked)")
         self._command("policy", values, now, stamp)
 
     def _on_baseline(self, msg: JointTrajectory) -> None:
@@ -274,7 +277,7 @@ class SafetyNode(R2sNode):
             sup = self.sup
             sup.command(source, values, t, stamp, commanded)
             if sup.authority == source and not sup.homing and not sup.deactivated and self.active:
-                self._decide_and_publish(t)
+                self._decide_and_publish(t, new_command=True)
 
     def _on_authority_request(self, msg: String) -> None:
         authority = msg.data.strip()
@@ -341,10 +344,10 @@ class SafetyNode(R2sNode):
             if self.sup.due(t):
                 self._decide_and_publish(t)
 
-    def _decide_and_publish(self, t: float) -> None:
+    def _decide_and_publish(self, t: float, new_command: bool = False) -> None:
         sup = self.sup
         was_holding, was_homing = sup.holding, sup.homing
-        decision = sup.decide(t)
+        decision = sup.decide(t, new_command)
         if sup.holding and not was_holding:
             self.log_throttled("hold", f"holding position: {sup.hold_reason}", period_s=1.0)
         elif was_holding and not sup.holding:

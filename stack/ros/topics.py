@@ -5,8 +5,12 @@ PyPI wheels, so every record uses a standard type. Conventions:
 
 * A **named vector with a stamp** is a ``sensor_msgs/JointState`` (``name`` = element names, ``position`` = values)
   or a one-point ``trajectory_msgs/JointTrajectory`` (``joint_names``, ``points[0].positions``).
-* The stamp of a policy step is the ``header.stamp`` of the ``joint_states`` message the observation was read from;
-  the proposal, the executed command and the observation of that step all carry it, so a log reader can join them.
+* The stamp of a policy step is the time of its observation's oldest source: the ``header.stamp`` of the
+  ``joint_states`` message it was read from (normally), or a task topic's arrival time if that is older (a silent
+  task topic), so that the safety node can refuse a command built on old data. The proposal, the executed command
+  and the observation of that step all carry it, so a log reader can join them.
+* Every node validates each message where it arrives; a malformed one is dropped and counted (``dropped`` and
+  ``dropped:<topic>`` in the node's ``DIAGNOSTICS`` values), never an error that ends the node.
 * Robot topics (``joint_states``, the hardware command topics) come from the robot's ``RobotSpec``.
 
 Per step (one control period): ``OBSERVATION``, ``PROPOSAL`` (policy), ``EXECUTED`` + ``AUTHORITY`` +
@@ -19,8 +23,10 @@ from __future__ import annotations
 
 # ---- policy node ---------------------------------------------------------------------------------------------------
 PROPOSAL = "/r2s/policy/proposal"
-"""trajectory_msgs/JointTrajectory: the policy's command for one step; header.stamp = the observation's stamp,
-``points[0].time_from_start`` = one control period. The safety node's input."""
+"""trajectory_msgs/JointTrajectory: the policy's command for one step; header.stamp = the observation's stamp (its
+oldest source), ``points[0].time_from_start`` = one control period. The safety node's input. NaN positions: the
+policy refused this step (stale or non-finite observation, failed inference) and the safety node holds. A proposal
+without a stamp is dropped by the safety node: the age of its observation cannot be checked."""
 OBSERVATION = "/r2s/policy/observation"
 """sensor_msgs/JointState used as a named vector: ``name`` = ``"<segment>[i]"`` per observation element (the obs
 layout), ``position`` = the observation the policy stepped on (also a refused one, with its NaN)."""
@@ -33,12 +39,16 @@ EXECUTED = "/r2s/safety/executed"
 """trajectory_msgs/JointTrajectory: the command sent to the hardware, stamped with its source's stamp (the policy
 step's, the teleop message's) or the time of the hold."""
 AUTHORITY = "/r2s/safety/authority"
-"""std_msgs/String per executed command: ``policy`` | ``human`` | ``baseline`` (who has authority)."""
+"""std_msgs/String per executed command: ``policy`` | ``human`` | ``baseline`` (who has authority). An e-stop reset
+returns it to the safety node's ``reset_authority`` (default ``policy``), published at once with a hold."""
 INTERVENTION_MASK = "/r2s/safety/intervention_mask"
 """std_msgs/Float64MultiArray per executed command: 1.0 for each joint not commanded by the policy (a human or the
 baseline commanded it, or the safety layer held it), else 0.0; joint order = the robot spec's."""
 SAFETY_STATUS = "/r2s/safety/status"
-"""std_msgs/String per executed command: ``ok``, or ``hold: <reason>`` (e-stop, stale or non-finite input)."""
+"""std_msgs/String per executed command: ``ok``, ``homing`` (moving to the home pose), or ``hold: <reason>``
+(``e-stop``, ``deactivated``, ``joint_states stale …``, ``implausible joint_states: …``, ``policy observation stale
+…``, ``no policy command``, ``non-finite policy command`` …). The last one a stopping safety node sends is
+``hold: deactivated``."""
 ESTOP_STATE = "/r2s/safety/estop_state"
 """std_msgs/Bool, latched: whether the e-stop is latched."""
 ESTOP = "/r2s/estop"

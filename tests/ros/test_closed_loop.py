@@ -48,7 +48,7 @@ def read_bag(bag: Path) -> dict[str, list]:
 
 def test_closed_loop_reaches_the_goal_and_is_recorded(ros, p_controller, tmp_path):
     goal_pub = ros.publisher(Float64MultiArray, GOAL_TOPIC)
-    timer = ros.node.create_timer(0.05, lambda: goal_pub.publish(Float64MultiArray(data=GOAL.tolist())))
+    timer = ros.node.create_timer(0.01, lambda: goal_pub.publish(Float64MultiArray(data=GOAL.tolist())))
     js = ros.listen(JointState, SO101.joint_states_topic)
     bag = tmp_path / "bag"
     try:

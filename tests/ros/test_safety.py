@@ -179,14 +179,16 @@ def test_a_proposal_on_an_old_observation_holds_even_when_it_arrives_fresh():
     for t in (0.0, 0.05):
         sup.measured([0.0, 0.0], t=t, stamp_ns=int(t * 1e9))
     sup.command("policy", [0.0, 0.0], t=0.05, stamp_ns=int(0.04e9))  # observation 10 ms old
-    assert sup.decide(0.05).status == "ok"
+    assert sup.decide(0.05, new_command=True).status == "ok"
     sup.command("policy", [0.0, 0.0], t=0.06, stamp_ns=int((0.06 - 2.0) * 1e9))
-    assert sup.decide(0.06).status == "hold: policy observation stale (2000 ms by stamp)"
+    assert sup.decide(0.06, new_command=True).status == "hold: policy observation stale (2000 ms by stamp)"
+    assert not sup.due(0.07)  # a stale proposal holds once; the next fresh one resumes
     sup.command("policy", [0.0, 0.0], t=0.07, stamp_ns=int(0.07e9))
-    assert sup.decide(0.07).status == "ok"
+    assert sup.decide(0.07, new_command=True).status == "ok"
     sup.measured([0.0, 0.0], t=0.13, stamp_ns=int(0.13e9))
-    # The stamp ages between proposals too: the watchdog holds when the newest observation gets too old.
-    assert sup.check(0.07 + 0.071).startswith("policy observation stale")
+    # While a command is in force its observation ages: only silence (arrival age) makes the watchdog hold.
+    assert sup.check(0.07 + 0.071) is None
+    assert sup.check(0.07 + 0.076).startswith("policy command stale")
 
 
 def test_joint_states_are_stale_by_stamp_and_a_clock_stepping_back_holds():

@@ -117,7 +117,8 @@ def test_malformed_messages_on_every_topic_are_dropped_counted_and_the_node_stay
     bad = {
         (JointState, SO101.joint_states_topic): bad_js,
         (JointTrajectory, topics.PROPOSAL): [JointTrajectory(joint_names=NAMES), short,
-                                             JointTrajectory(joint_names=["x"] * 6, points=short.points)],
+                                             JointTrajectory(joint_names=["x"] * 6, points=short.points),
+                                             world.proposal(0)],  # unstamped: its observation's age is unknown
         # The killer: a baseline command with 6 names and 3 positions ended the node (IndexError).
         (JointTrajectory, topics.BASELINE_COMMAND): [short, JointTrajectory(joint_names=NAMES)],
         (JointState, topics.TELEOP_COMMAND): [JointState(name=["elbow_flex"], position=[0.1, 0.2]),
