@@ -5,12 +5,12 @@ Per decision, in order:
 1. **Hold** when the e-stop is latched, the node is deactivating, joint_states are missing, stale (arrival time or
    ``header.stamp``) or implausible, or the commanding source's input is missing, stale or non-finite — for the
    policy, stale also means a newly arrived proposal whose stamp (the time of its observation's oldest source) is
-   older than ``max_obs_age_s``, so no "ok" command is built on an old observation. The hold *target* is the measured position
-   latched when the hold began (re-commanding each new reading would let the arm sag under gravity step by step);
-   the hold *command* ramps into that target from the last command sent, within the velocity and acceleration
+   older than ``max_obs_age_s``, so no "ok" command is built on an old observation. The hold *target* is the measured
+   position latched when the hold began (re-commanding each new reading would let the arm sag under gravity step by
+   step); the hold *command* ramps into that target from the last command sent, within the velocity and acceleration
    limits (step 3), so a hold never jumps. A forward_command_controller keeps its last command forever, so the hold
-   is re-published every control period. Without any measurement there is nothing safe to command and no command
-   is produced.
+   is re-published every control period. Without any measurement there is nothing safe to command and no command is
+   produced.
 2. **Mux** by authority: ``policy``, ``human`` (teleop) or ``baseline``. A human or baseline command may name only
    some joints; the others stay with the policy (still watched by the watchdog). The intervention mask marks every
    joint not commanded by the policy (all of them during a hold or homing).
