@@ -342,10 +342,8 @@ class SafetySupervisor:
         self.hold_reason = None
         self._hold_target = None
         out = self._track(self._home, t)
-        if self.settled(self._home):  # arrived: the next decision is the sources' (deactivated: a hold right here)
-            if self.deactivated:
-                self._hold_target = self._home
-                self.holds += 1
+        if self.settled(self._home):  # arrived: the sources' turn; until they command, hold here (not where the
+            self._hold_target = self._home  # arm was measured, which would undo the homing on a lagging arm)
             self._home = None
         return Decision(out, self.authority, np.ones(self.n), HOMING, int(t * 1e9))
 
