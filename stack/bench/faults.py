@@ -1000,11 +1000,10 @@ def analyse(b: Bench) -> dict:
         case["failures"] = checks
         failures += [f"{rec.name}: {c}" for c in checks]
         per_case[rec.name] = case
-    outside = {"unsafe_commands": int(unsafe.sum()), "ok_on_stale": int(stale.sum())}
-    return {
+    return {  # over every command of the run (between cases too)
         "cases": [r.name for r in b.records],
-        "unsafe_commands": outside["unsafe_commands"],
-        "ok_on_stale": outside["ok_on_stale"],
+        "unsafe_commands": int(unsafe.sum()),
+        "ok_on_stale": int(stale.sum()),
         "ok_unstamped": int(unstamped.sum()),
         "max_hold_latency_ms": round(float(max(latencies, default=0.0)), 1),
         "nodes_died": list(b.nodes_died),
