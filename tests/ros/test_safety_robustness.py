@@ -42,6 +42,7 @@ class RobotAndPolicy:
         self.robot_on = self.policy_on = True
         self.target = TARGET
         self.last_proposal = 0.0
+        self.proposal_times: list[float] = []
         self._js = ros.publisher(JointState, SO101.joint_states_topic)
         self._prop = ros.publisher(JointTrajectory, topics.PROPOSAL)
         self._timers = [ros.node.create_timer(0.01, self._tick_js), ros.node.create_timer(PERIOD, self._tick_prop)]
@@ -62,6 +63,7 @@ class RobotAndPolicy:
         if self.policy_on:
             self._prop.publish(self.proposal(time.time_ns(), self.target))
             self.last_proposal = time.monotonic()
+            self.proposal_times.append(self.last_proposal)
 
     def close(self):
         for t in self._timers:
@@ -218,12 +220,14 @@ def test_a_joint_states_flood_does_not_blind_the_watchdog(safety):
         world.robot_on = world.policy_on = True
     rate = sent / duration
     gaps = np.diff(ok_during)
+    sent_gaps = np.diff([ts for ts in world.proposal_times if ok_during[0] - PERIOD <= ts <= ok_during[-1]])
     latency = t_hold - t_last
-    print(f"flood {rate:.0f} Hz: longest gap between ok commands {gaps.max() * 1e3:.0f} ms, hold "
-          f"{latency * 1e3:.0f} ms after the last proposal")
+    print(f"flood {rate:.0f} Hz: longest gap between ok commands {gaps.max() * 1e3:.0f} ms (between proposals "
+          f"sent {sent_gaps.max() * 1e3:.0f} ms), hold {latency * 1e3:.0f} ms after the last proposal")
     assert rate > 5000, f"the flood reached only {rate:.0f} Hz"
     assert len(ok_during) >= 0.6 * 1.0 / PERIOD, f"{len(ok_during)} commands in 1 s of flood"
-    assert gaps.max() < 2 * PERIOD + MARGIN_S, f"outputs stalled {gaps.max() * 1e3:.0f} ms under the flood"
+    # This process's own pauses (it sends the proposals) are not the node's: compare with the proposals' gaps.
+    assert gaps.max() < sent_gaps.max() + PERIOD + MARGIN_S, f"outputs stalled {gaps.max() * 1e3:.0f} ms"
     assert latency <= TIMEOUT_S + TICK_S + MARGIN_S, f"hold {latency * 1e3:.0f} ms after the last proposal"
     assert graph.nodes["safety"].proc.poll() is None
     _settle(inbox)
