@@ -441,11 +441,11 @@ class R2sNode(LifecycleNode):
         return SUCCESS
 
     # ---- helpers --------------------------------------------------------------------------------------------------
-    def log_throttled(self, key: str, text: str, period_s: float = 2.0, level: str = "warn") -> None:
+    def log_throttled(self, key: str, text: str, period_s: float = 2.0, level: str = "warning") -> None:
         now = time.monotonic()
         if now - self._throttle.get(key, -1e9) >= period_s:
             self._throttle[key] = now
-            getattr(self.get_logger(), level)(text)
+            getattr(self.get_logger(), "warning" if level == "warn" else level)(text)
 
     def fail(self, text: str) -> TransitionCallbackReturn:
         """Log why a transition is refused and refuse it."""

@@ -160,7 +160,7 @@ class PolicyNode(R2sNode):
                 f"missing {missing}, extra {extra}; the model ({self.spec.name}) expects "
                 f"{list(self.policy.meta.joint_names)}, joint_states has {names}")
         if extra:
-            self.get_logger().warn(f"joint_states carry joints the model ignores: {extra}")
+            self.get_logger().warning(f"joint_states carry joints the model ignores: {extra}")
         with self._lock:
             self.policy.reset()
             self.trigger.reset()

@@ -311,9 +311,9 @@ class SafetyNode(R2sNode):
             authority = self.sup.authority
         self._publish_estop_state()
         if was:
-            self.get_logger().warn(f"e-stop reset: authority {authority}; holding until it sends a fresh command")
+            self.get_logger().warning(f"e-stop reset: authority {authority}; holding until it sends a fresh command")
         else:
-            self.get_logger().warn("e-stop reset requested (was not latched)")
+            self.get_logger().warning("e-stop reset requested (was not latched)")
         response.success = True
         response.message = f"e-stop released: authority {authority}, which resumes with its next fresh command"
         return response

@@ -193,7 +193,7 @@ class SimRobotNode(R2sNode):
                 offset += s.size
             self.frame_skip = self.task.frame_skip
             if abs(self.task.dt - spec.control_period_s) > 1e-9:
-                self.get_logger().warn(f"task control period {self.task.dt:g} s differs from the robot's "
+                self.get_logger().warning(f"task control period {self.task.dt:g} s differs from the robot's "
                                        f"{spec.control_period_s:g} s: rewards follow the task's")
         else:
             self.task = None
@@ -338,7 +338,7 @@ class SimRobotNode(R2sNode):
         if want <= 0 or self._episode_pub.get_subscription_count() >= want:
             return True
         if time.monotonic() > self._listen_deadline:
-            self.get_logger().warn(f"starting the first episode with {self._episode_pub.get_subscription_count()} "
+            self.get_logger().warning(f"starting the first episode with {self._episode_pub.get_subscription_count()} "
                                    f"of {want} episode listeners connected")
             return True
         return False

@@ -66,3 +66,52 @@ def test_a_flood_with_slow_callbacks_neither_starves_the_ticker_nor_queues_old_m
     gaps = np.diff(window)
     assert len(window) >= 0.7 * 80 * (elapsed - 0.1), f"{len(window)} ticks in {elapsed - 0.1:.1f} s at 80 Hz"
     assert gaps.max() < 0.05, f"the ticker stalled {gaps.max() * 1e3:.0f} ms under the flood"
+
+
+def test_node_base_tracks_its_entities_and_no_callback_ends_it(ros):
+    from rclpy.executors import SingleThreadedExecutor
+    from std_msgs.msg import String
+    from std_srvs.srv import Trigger
+
+    from stack.ros.common import BadMessage, R2sNode
+
+    calls = []
+
+    def on_msg(msg: String) -> None:
+        calls.append(msg.data)
+        if msg.data == "bad":
+            raise BadMessage("/r2s_test/base: a malformed message")
+        if msg.data == "bug":
+            raise IndexError("list index out of range")
+
+    node = R2sNode("r2s_test_base")
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        before = (len(list(node.publishers)), len(list(node.subscriptions)), len(list(node.services)))
+        node.add_publisher(String, "/r2s_test/base_out", QOS_RELIABLE)
+        node.add_publisher(String, "/r2s_test/base_latched", QOS_RELIABLE, lifecycle=False)
+        node.add_subscription(String, "/r2s_test/base", on_msg, QOS_RELIABLE)
+        node.add_service(Trigger, "/r2s_test/base_srv", lambda req, resp: resp)
+        node.add_timer(10.0, lambda: None)
+        assert len(list(node.timers)) == 1
+        pub = ros.publisher(String, "/r2s_test/base")
+        deadline = time.monotonic() + 10
+        while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for data in ("bad", "bug", "good"):
+            pub.publish(String(data=data))
+        deadline = time.monotonic() + 10
+        while len(calls) < 3 and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.05)  # an escaping exception would raise here
+        assert calls == ["bad", "bug", "good"]
+        assert node.dropped == {"/r2s_test/base": 1} and node.callback_errors == 1
+        assert node.health_values()["dropped:/r2s_test/base"] == "1"
+        node.release("deactivate")
+        assert len(list(node.timers)) == 0
+        node.release("cleanup")
+        after = (len(list(node.publishers)), len(list(node.subscriptions)), len(list(node.services)))
+        assert after == before
+    finally:
+        executor.remove_node(node)
+        node.destroy_node()
