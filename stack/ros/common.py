@@ -87,12 +87,17 @@ class _OutsideExecutors(CallbackGroup):
 
 
 def _report(node, topic: str, exc: Exception) -> None:
-    """Hand a callback's exception to the node (``R2sNode.callback_failed``), or log it."""
-    handler = getattr(node, "callback_failed", None)
-    if handler is not None:
-        handler(topic, exc)
-    else:
-        node.get_logger().error(f"callback for {topic} failed: {type(exc).__name__}: {exc}")
+    """Hand a callback's exception to the node (``R2sNode.callback_failed``), or log it; never raises, so a
+    failure while reporting cannot end the thread that called it."""
+    try:
+        handler = getattr(node, "callback_failed", None)
+        if handler is not None:
+            handler(topic, exc)
+        else:
+            node.get_logger().error(f"callback for {topic} failed: {type(exc).__name__}: {exc}")
+    except Exception as e:
+        print(f"[r2s] callback for {topic} failed ({type(exc).__name__}: {exc}); reporting it failed too: {e!r}",
+              file=sys.stderr, flush=True)
 
 
 class SubscriptionLoop:
@@ -368,13 +373,18 @@ class R2sNode(LifecycleNode):
 
     # ---- failures -------------------------------------------------------------------------------------------------
     def callback_failed(self, topic: str, exc: Exception) -> None:
-        """A callback raised: a ``BadMessage`` is a dropped message, anything else a callback error."""
-        if isinstance(exc, BadMessage):
-            self.drop(topic, str(exc))
-            return
-        self.callback_errors += 1
-        self.log_throttled(f"error:{topic}", f"callback for {topic} failed ({self.callback_errors} so far): "
-                           f"{type(exc).__name__}: {exc}\n{''.join(traceback.format_exception(exc))}", level="error")
+        """A callback raised: a ``BadMessage`` is a dropped message, anything else a callback error. Never raises."""
+        try:
+            if isinstance(exc, BadMessage):
+                self.drop(topic, str(exc))
+                return
+            self.callback_errors += 1
+            self.log_throttled(f"error:{topic}", f"callback for {topic} failed ({self.callback_errors} so far): "
+                               f"{type(exc).__name__}: {exc}\n{''.join(traceback.format_exception(exc))}",
+                               level="error")
+        except Exception as e:  # a logging failure must not end the thread that reports
+            print(f"[r2s] callback for {topic} failed ({type(exc).__name__}: {exc}); logging it failed: {e!r}",
+                  file=sys.stderr, flush=True)
 
     def drop(self, topic: str, reason: str) -> None:
         """Count a message refused where it arrived and warn (throttled per topic)."""
@@ -445,7 +455,13 @@ class R2sNode(LifecycleNode):
         now = time.monotonic()
         if now - self._throttle.get(key, -1e9) >= period_s:
             self._throttle[key] = now
-            getattr(self.get_logger(), "warning" if level == "warn" else level)(text)
+            logger = self.get_logger()  # one call site per severity: rclpy refuses a site that changes it
+            if level == "error":
+                logger.error(text)
+            elif level == "info":
+                logger.info(text)
+            else:
+                logger.warning(text)
 
     def fail(self, text: str) -> TransitionCallbackReturn:
         """Log why a transition is refused and refuse it."""
