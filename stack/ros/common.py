@@ -207,17 +207,23 @@ class SubscriptionLoop:
                 stack.enter_context(sub.handle)
             stack.enter_context(self._guard.handle)
             while not self._stop.is_set() and ctx.ok():
-                ws.clear_entities()
-                for sub, _, _ in entries:
-                    ws.add_subscription(sub.handle)
-                ws.add_guard_condition(self._guard.handle)
-                ws.wait(-1)
-                if self._stop.is_set():
-                    break
-                ready = ws.get_ready_entities("subscription")
-                for sub, callback, latest_only in entries:
-                    if sub.handle.pointer in ready:
-                        self._take(sub, callback, latest_only)
+                try:
+                    ws.clear_entities()
+                    for sub, _, _ in entries:
+                        ws.add_subscription(sub.handle)
+                    ws.add_guard_condition(self._guard.handle)
+                    ws.wait(-1)
+                    if self._stop.is_set():
+                        break
+                    ready = ws.get_ready_entities("subscription")
+                    for sub, callback, latest_only in entries:
+                        if sub.handle.pointer in ready:
+                            self._take(sub, callback, latest_only)
+                except Exception as e:  # nothing may end this thread while the node runs
+                    if self._stop.is_set() or not ctx.ok():
+                        break
+                    _report(self._node, f"{self._name} loop", e)
+                    time.sleep(0.001)
 
 
 class Ticker:
