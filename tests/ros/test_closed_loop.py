@@ -131,8 +131,8 @@ def trained_reach_policy(tmp_path_factory) -> str:
     root = tmp_path_factory.mktemp("reach_policy")
     _r2s("demos", "--task", "reach", "--expert", "baseline", "--episodes", "300", "--noise-std", "0.02",
          "--out", str(root / "demos"), "--no-progress")
-    _r2s("train", "--algo", "bc", "--dataset", str(root / "demos"), "--policy", "gaussian", "--horizon", "1",
-         "--act-steps", "1", "--lr", "1e-2", "--grad-steps", "3000", "--eval-episodes", "0",
+    _r2s("train", "--algo", "bc", "--dataset", str(root / "demos"), "--policy", "gaussian", "--bc.horizon", "1",
+         "--bc.act-steps", "1", "--bc.lr", "1e-2", "--bc.grad-steps", "3000", "--eval-episodes", "0",
          "--runs-dir", str(root), "--name", "bc", "--no-progress", "--no-tensorboard")
     _r2s("export", str(root / "bc"))
     return str(root / "bc" / "policy.onnx")
