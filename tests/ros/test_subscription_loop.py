@@ -65,7 +65,7 @@ def test_a_flood_with_slow_callbacks_neither_starves_the_ticker_nor_queues_old_m
     window = [t for t in ticks if t0 + 0.1 <= t <= t0 + elapsed]
     gaps = np.diff(window)
     assert len(window) >= 0.7 * 80 * (elapsed - 0.1), f"{len(window)} ticks in {elapsed - 0.1:.1f} s at 80 Hz"
-    assert gaps.max() < 0.05, f"the ticker stalled {gaps.max() * 1e3:.0f} ms under the flood"
+    assert gaps.max() < 0.1, f"the ticker stalled {gaps.max() * 1e3:.0f} ms under the flood"  # (before: > 1 s)
 
 
 def test_node_base_tracks_its_entities_and_no_callback_ends_it(ros):
