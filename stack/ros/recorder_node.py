@@ -194,7 +194,8 @@ class RecorderNode(R2sNode):
         self._thread = threading.Thread(target=self._receive, name="recorder-receive", daemon=True)
         self._thread.start()
         self._tmrs = [self.create_timer(p.discovery_period_s, self._discover)]
-        self.get_logger().info(f"recording to {path} (at most {p.flush_period_s * 1e3:.0f} ms in memory)")
+        # deploy reads the bag's path from this line: the path is its last word
+        self.get_logger().info(f"at most {p.flush_period_s * 1e3:.0f} ms in memory; recording to {path}")
         return super().on_activate(state)
 
     def on_deactivate(self, state):
