@@ -233,8 +233,11 @@ def build_flow(g: Graph, policy, spec: ExportSpec, steps: int) -> tuple[list[int
     x = g.op("Reshape", ["noise", g.const_i64([-1, chunk])], "x")
     dt = 1.0 / steps
     for k in range(steps):
-        # x ← x − dt·v(x, τ_k): dt is folded into the last layer
-        x = g.op("Sub", [x, net(x, 1.0 - k * dt, out_scale=dt)], "euler")
+        # x ← x − dt·v(x, τ_k): dt and the policy's output scale (every forward pass) are folded into the last layer
+        x = g.op("Sub", [x, net(x, 1.0 - k * dt, out_scale=dt * getattr(policy, "output_scale", 1.0))], "euler")
+    noise_scale = getattr(policy, "noise_scale", 1.0)
+    if noise_scale != 1.0:  # the ODE runs in z = a/σ (policies/flow.py): the action is σ·z
+        x = g.op("Mul", [x, g.const(np.float32(noise_scale), "noise_scale")], "unscale")
     clip = policy.action_clip
     if clip is not None:
         x = g.clip(x, -clip, clip)
