@@ -5,6 +5,18 @@ Convention (FPO's): x_τ = τ·ε + (1 − τ)·a, τ = 1 is noise, τ = 0 the a
 v_θ(x_τ, τ, s) ≈ dx_τ/dτ = ε − a. Sampling integrates the ODE with K uniform Euler steps from τ = 1 to 0,
 x ← x − (1/K)·v(x, τ_k), τ_k = 1 − k/K; any K works at inference. Zero-sampling (FPO++) starts from ε = 0.
 The sample is clipped to [-1, 1] at the end; ``sample(..., return_presquash=True)`` also returns the unclipped one.
+
+Two scales, both part of every forward pass (so they travel with the checkpoint's config and into the ONNX graph):
+
+* ``output_scale`` c: the velocity is c·net(x_τ, τ, s) (FPO's ``policy_mlp_output_scale`` 0.25: a fresh network's
+  velocity is small, so its samples start near the noise);
+* ``noise_scale`` σ: the flow's source is N(0, σ²I) instead of N(0, I). It is implemented as a flow over z = a/σ
+  (the ODE integrates z from ε ~ N(0, I), the action is σ·z; the CFM loss is taken on z = a/σ): the same flow as one
+  from σ·ε, with its losses in units of σ, which leaves every likelihood ratio unchanged (a constant change of
+  variables cancels in a ratio). A fresh flow's actions then have std ≈ σ — how FPO on ``reach`` starts at the same
+  action std as PPO's Gaussian (exp(−1) ≈ 0.37) instead of ≈ 1.
+
+Both default to 1 (plain flow matching; BC and checkpoints written before these options load unchanged).
 """
 
 from __future__ import annotations
@@ -34,19 +46,23 @@ class FlowPolicy(nn.Module):
     def __init__(self, obs_dim: int, act_dim: int, horizon: int = 4, act_steps: int = 4, obs_steps: int = 1,
                  euler_steps: int = 10, hidden: Sequence[int] = (256, 256, 256), time_emb_dim: int = 16,
                  activation: str = "silu", time_scale: float = 100.0, loss_mode: str = "velocity",
-                 action_clip: float = 1.0):
+                 action_clip: float = 1.0, output_scale: float = 1.0, noise_scale: float = 1.0):
         super().__init__()
         if not 1 <= act_steps <= horizon:
             raise ValueError(f"act_steps={act_steps}; expected 1 ≤ act_steps ≤ horizon={horizon}")
         if loss_mode not in LOSS_MODES:
             raise ValueError(f"loss_mode={loss_mode!r}; expected one of {LOSS_MODES}")
+        if not (output_scale > 0 and noise_scale > 0):
+            raise ValueError(f"output_scale={output_scale}, noise_scale={noise_scale}; both must be > 0")
         self.config = dict(obs_dim=obs_dim, act_dim=act_dim, horizon=horizon, act_steps=act_steps,
                            obs_steps=obs_steps, euler_steps=euler_steps, hidden=tuple(hidden),
                            time_emb_dim=time_emb_dim, activation=activation, time_scale=time_scale,
-                           loss_mode=loss_mode, action_clip=action_clip)
+                           loss_mode=loss_mode, action_clip=action_clip, output_scale=float(output_scale),
+                           noise_scale=float(noise_scale))
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.horizon, self.act_steps, self.obs_steps = horizon, act_steps, obs_steps
         self.euler_steps, self.loss_mode, self.action_clip = euler_steps, loss_mode, action_clip
+        self.output_scale, self.noise_scale = float(output_scale), float(noise_scale)
         # τ ∈ [0, 1] is scaled by time_scale before the sinusoid so its fast frequencies vary across [0, 1].
         self.net = ChunkDenoiser(obs_steps * obs_dim, act_dim, horizon, hidden, time_emb_dim, activation,
                                  residual=False, time_scale=time_scale)
@@ -56,14 +72,20 @@ class FlowPolicy(nn.Module):
         return (batch, self.horizon, self.act_dim)
 
     def velocity(self, x: torch.Tensor, tau: torch.Tensor | float, obs: torch.Tensor) -> torch.Tensor:
-        """v_θ(x [B, H, A], τ ([B] or scalar), obs) → [B, H, A]."""
+        """v_θ(x [B, H, A], τ ([B] or scalar), obs) → [B, H, A], in the flow's own units (z = a / noise_scale)."""
         cond = flatten_obs(obs, self.obs_steps, self.obs_dim)
         tau = torch.as_tensor(tau, dtype=x.dtype, device=x.device).expand(x.shape[0])
-        return self.net(x, tau, cond)
+        return self._net(x, tau, cond)
+
+    def _net(self, x: torch.Tensor, tau: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """The velocity network with its output scale (every forward pass, as FPO's reference)."""
+        v = self.net(x, tau, cond)
+        return v if self.output_scale == 1.0 else v * self.output_scale
 
     def sample(self, obs: torch.Tensor, noise: torch.Tensor | None = None, steps: int | None = None,
                zero_noise: bool = False, return_presquash: bool = False):
-        """K Euler steps from τ = 1 to 0. Returns the clipped chunk, or (clipped, pre-clip) if return_presquash."""
+        """K Euler steps from τ = 1 to 0 (in z = a/σ; ``noise`` is ε ~ N(0, I) whatever σ), then a = σ·z. Returns the
+        clipped chunk, or (clipped, pre-clip) if return_presquash."""
         steps = self.euler_steps if steps is None else int(steps)
         if steps < 1:
             raise ValueError(f"steps={steps}; expected ≥ 1")
@@ -81,6 +103,8 @@ class FlowPolicy(nn.Module):
         dt = 1.0 / steps
         for k in range(steps):
             x = x - dt * self.velocity(x, 1.0 - k * dt, obs)
+        if self.noise_scale != 1.0:
+            x = x * self.noise_scale
         action = x.clamp(-self.action_clip, self.action_clip) if self.action_clip is not None else x
         return (action, x) if return_presquash else action
 
@@ -97,7 +121,7 @@ class FlowPolicy(nn.Module):
         [B, N] with eps [B, N, H, A] → lead = [B, N] (FPO stores these pairs at rollout time and re-evaluates them
         every epoch). mode: "velocity" ‖v − (ε − a)‖² or "epsilon" ‖x_τ + (1 − τ)·v − ε‖²; None → self.loss_mode.
         reduction: "sum" over (H, act_dim) → lead; "per_position": the mean over act_dim of each chunk position →
-        lead + [H] (FPO sums the positions a decision executed).
+        lead + [H] (FPO sums the positions a decision executed). With noise_scale σ ≠ 1 the loss is that of z = a/σ.
         """
         mode = self.loss_mode if mode is None else mode
         if mode not in LOSS_MODES:
@@ -115,13 +139,15 @@ class FlowPolicy(nn.Module):
         n = 1 if len(lead) == 1 else lead[1]
         cond = flatten_obs(obs, self.obs_steps, self.obs_dim)
         # flatten (B, N) so each (action, τ_i, ε_i) pair is one row of the network's batch
+        if self.noise_scale != 1.0:
+            actions = actions / self.noise_scale
         a = actions.unsqueeze(1).expand(b, n, self.horizon, self.act_dim).reshape(b * n, self.horizon, self.act_dim)
         cond = cond.unsqueeze(1).expand(b, n, cond.shape[-1]).reshape(b * n, -1)
         e = eps.reshape(b * n, self.horizon, self.act_dim)
         t = tau.reshape(b * n).to(a.dtype)
         tt = t.reshape(-1, 1, 1)
         x_tau = tt * e + (1 - tt) * a
-        v = self.net(x_tau, t, cond)
+        v = self._net(x_tau, t, cond)
         if mode == "velocity":
             err = v - (e - a)
         else:

@@ -182,7 +182,10 @@ class FPOConfig(OnPolicyConfig):
     activation: str = "silu"
     """Actor activation, from scratch."""
     output_scale: float = 0.25
-    """From scratch: the velocity net's output layer is initialised ×this (FPO multiplies the output by 0.25)."""
+    """From scratch: the velocity net's output is multiplied by this in every forward pass (FPO: 0.25)."""
+    noise_scale: float = 1.0
+    """From scratch: the flow's source noise is N(0, noise_scale²I) (FPO: 1); a fresh flow's action std is ≈ this, so
+    a comparison with a Gaussian PPO can start both at the same std (``policies/flow.py``)."""
     critic_hidden: tuple[int, ...] = (256, 256, 256, 256, 256)
     """Critic hidden widths (FPO: 5×256)."""
     critic_activation: str = "silu"

@@ -15,9 +15,10 @@ reference. Every epoch recomputes ℓ_θ on the *stored* pairs::
 
     FPO     r   = exp(mean_i ℓ_old,i − mean_i ℓ_θ,i)                one ratio per decision
     FPO++   ρ_i = exp(ℓ_old,i − ℓ_θ,i)                             one per sample, same advantage for all i
-            losses clamped at ``loss_clamp`` (4) before differencing, log-ratio at ±``log_ratio_clamp`` (5);
-            both clamps are straight-through (the clamped value forward, the gradient of the unclamped one), as the
-            FPO++ code does, so a clamped sample still learns
+            only ℓ_old is clamped, at ``loss_clamp`` (4), per chunk position before the chunk sum; ℓ_θ never is,
+            so a sample whose ℓ_θ rises above the clamp gets a ratio < 1 that pulls it back (FPO++'s
+            ``clamp_old_cfm_loss``, amazon-far/fpo-control ``finetune_online_rl.py``); the log-ratio is clamped
+            at ±``log_ratio_clamp`` (5) straight-through (clamped forward, unclamped gradient), as that code does
 
     L_π = E[max(−Â r, −Â clip(r, 1 ± ε))]                          PPO-clip, ε = 0.05
     ASPO (FPO++): Â ≥ 0 → PPO-clip;  Â < 0 → −(ρÂ − |Â|/(2ε)·(ρ − 1)²)  (SPO: pulls ρ back to 1 from both sides)
@@ -76,10 +77,13 @@ def clamp_ste(x: torch.Tensor, min: float | None = None, max: float | None = Non
 
 def fpo_log_ratio(loss_old: torch.Tensor, loss_new: torch.Tensor, per_sample: bool, loss_clamp: float | None,
                   log_ratio_clamp: float | None) -> torch.Tensor:
-    """Log-ratio from per-sample chunk losses [B, N]: [B, N] per sample (FPO++), else [B, 1] from the means (FPO)."""
+    """Log-ratio from per-sample chunk losses [B, N]: [B, N] per sample (FPO++), else [B, 1] from the means (FPO).
+
+    ``loss_clamp`` clamps ℓ_old only (a rollout-time constant), never ℓ_θ: for ℓ_old = 5, ℓ_θ = 6 and clamp 4 the
+    ratio is exp(4 − 6) = 0.135, which pulls ℓ_θ back (FPO++'s ``clamp_old_cfm_loss``). ``FPO`` clamps ℓ_old per chunk
+    position before summing the chunk (as the FPO++ code) and passes ``loss_clamp=None`` here."""
     if loss_clamp is not None:
         loss_old = loss_old.clamp(max=loss_clamp)
-        loss_new = clamp_ste(loss_new, max=loss_clamp)
     if per_sample:
         log_ratio = loss_old - loss_new
     else:
@@ -143,8 +147,7 @@ class FPO(OnPolicyAlgorithm):
     # ---- acting (the collector's Agent protocol) ----------------------------------------------------------------
     def extras_spec(self) -> dict[str, tuple[int, ...]]:
         p, n = self.policy, self.cfg.n_mc
-        return {"x0": (p.horizon, p.act_dim), "tau": (n,), "eps": (n, p.horizon, p.act_dim),
-                "loss_old": (n, p.horizon)}
+        return {"x0": (p.horizon, p.act_dim), "tau": (n,), "eps": (n, p.horizon, p.act_dim)}
 
     def policy_modules(self) -> dict[str, nn.Module]:
         return {"policy": self.policy, "critic": self.critic}
@@ -166,15 +169,16 @@ class FPO(OnPolicyAlgorithm):
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
-        """Euler ODE from random noise → (pre-clip chunk [N, act_steps, A], {x0, tau, eps, loss_old}, V [N]).
+        """Euler ODE from random noise → (pre-clip chunk [N, act_steps, A], {x0, tau, eps}, V [N]).
 
-        ``loss_old`` holds the per-position CFM losses of the stored pairs under the rollout parameters."""
+        ℓ_old of the stored pairs is not taken here but at the start of ``update``, in one batched pass over the whole
+        rollout: the parameters have not changed since the rollout began, so it is the same number, at a fraction of
+        the cost of one small-batch pass per decision."""
         p = self.policy
         noise = torch.randn((obs.shape[0], p.horizon, p.act_dim), generator=self.sample_generator, device=self.device)
         _, x0 = p.sample(obs, noise=noise, return_presquash=True)
         tau, eps = self.draw_pairs(obs.shape[0])
-        loss_old = cfm_losses(p, obs, x0, tau, eps, self.cfg.loss_mode)
-        extras = {"x0": x0, "tau": tau, "eps": eps, "loss_old": loss_old}
+        extras = {"x0": x0, "tau": tau, "eps": eps}
         return x0[:, : self.act_steps], extras, self.critic(obs)
 
     @torch.no_grad()
@@ -183,18 +187,28 @@ class FPO(OnPolicyAlgorithm):
 
     # ---- learning -----------------------------------------------------------------------------------------------
     def chunk_losses(self, obs: torch.Tensor, x0: torch.Tensor, tau: torch.Tensor, eps: torch.Tensor,
-                     executed: torch.Tensor) -> torch.Tensor:
-        """ℓ_θ of each stored pair, summed over the executed actions of the chunk → [B, N]."""
+                     executed: torch.Tensor, clamp: float | None = None) -> torch.Tensor:
+        """ℓ_θ of each stored pair, summed over the executed actions of the chunk → [B, N]; ``clamp``: each position's
+        loss clamped at this first (ℓ_old only)."""
         per_pos = cfm_losses(self.policy, obs, x0, tau, eps, self.cfg.loss_mode)
+        if clamp is not None:
+            per_pos = per_pos.clamp(max=clamp)
         return (per_pos * executed_mask(executed, x0.shape[1])).sum(-1)
 
+    @torch.no_grad()
+    def old_losses(self, b: dict[str, torch.Tensor]) -> torch.Tensor:
+        """ℓ_old [B, N] of every stored pair under the rollout parameters, in one batched pass, each chunk position
+        clamped at ``loss_clamp`` (FPO++) before the chunk sum."""
+        return self.chunk_losses(b["obs"], b["x0"], b["tau"], b["eps"], b["executed"], self.opts["loss_clamp"])
+
     def minibatch_loss(self, mb: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The loss of one minibatch (fields of ``storage.flat()``) and its statistics (detached)."""
+        """The loss of one minibatch (fields of ``storage.flat()`` and ``loss_old`` from ``old_losses``; without it,
+        ℓ_old is taken now, i.e. at the current parameters) and its statistics (detached)."""
         cfg, o = self.cfg, self.opts
-        mask = executed_mask(mb["executed"], mb["x0"].shape[1])
-        loss_old = (mb["loss_old"] * mask).sum(-1)
+        loss_old = mb["loss_old"] if "loss_old" in mb else self.old_losses(mb)
         loss_new = self.chunk_losses(mb["obs"], mb["x0"], mb["tau"], mb["eps"], mb["executed"])
-        log_ratio = fpo_log_ratio(loss_old, loss_new, o["per_sample_ratio"], o["loss_clamp"], o["log_ratio_clamp"])
+        # ℓ_old arrives clamped (``old_losses``); ℓ_θ is never clamped
+        log_ratio = fpo_log_ratio(loss_old, loss_new, o["per_sample_ratio"], None, o["log_ratio_clamp"])
         ratio = log_ratio.exp()
         adv = mb["advantages"]
         if cfg.norm_adv:
@@ -213,10 +227,12 @@ class FPO(OnPolicyAlgorithm):
         """Epochs of minibatch steps on one rollout, every epoch on the same stored (τ, ε) pairs."""
         cfg = self.cfg
         b = storage.flat()
-        keys = ("obs", "x0", "tau", "eps", "loss_old", "executed", "advantages", "values", "returns")
+        keys = ("obs", "x0", "tau", "eps", "executed", "advantages", "values", "returns")
+        data = {k: b[k] for k in keys}
+        data["loss_old"] = self.old_losses(data)
         stats: list[dict[str, torch.Tensor]] = []
         for _epoch in range(cfg.update_epochs):
-            for mb in self.epoch_minibatches({k: b[k] for k in keys}, cfg.num_minibatches):
+            for mb in self.epoch_minibatches(data, cfg.num_minibatches):
                 loss, st = self.minibatch_loss(mb)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -240,19 +256,15 @@ def executed_mask(executed: torch.Tensor, horizon: int) -> torch.Tensor:
 
 # ---- construction (the runner's entry point) -------------------------------------------------------------------------
 def build_flow_policy(cfg: FPOConfig, obs_dim: int, act_dim: int) -> nn.Module:
-    """A fresh flow policy (training from scratch): FPO's small velocity MLP, its output layer initialised ×
-    ``output_scale`` (the reference multiplies the network's output by 0.25, so the initial policy's samples are
-    nearly its noise; FlowPolicy has no output scale, so the initial weights carry it)."""
+    """A fresh flow policy (training from scratch): FPO's small velocity MLP whose output is multiplied by
+    ``output_scale`` in every forward pass (FPO's ``policy_mlp_output_scale`` 0.25, akanazawa/fpo
+    ``playground/src/flow_policy/fpo.py``), with its source noise N(0, ``noise_scale``²I) (``policies/flow.py``)."""
     from policies import FlowPolicy
 
     act_steps = cfg.act_steps or cfg.horizon
-    policy = FlowPolicy(obs_dim, act_dim, horizon=cfg.horizon, act_steps=act_steps, euler_steps=cfg.euler_steps,
-                        hidden=cfg.hidden, activation=cfg.activation, loss_mode=cfg.loss_mode)
-    last = [m for m in policy.net.trunk.modules() if isinstance(m, nn.Linear)][-1]
-    with torch.no_grad():
-        last.weight.mul_(cfg.output_scale)
-        last.bias.mul_(cfg.output_scale)
-    return policy
+    return FlowPolicy(obs_dim, act_dim, horizon=cfg.horizon, act_steps=act_steps, euler_steps=cfg.euler_steps,
+                      hidden=cfg.hidden, activation=cfg.activation, loss_mode=cfg.loss_mode,
+                      output_scale=cfg.output_scale, noise_scale=cfg.noise_scale)
 
 
 def make_algo(cfg, obs_dim: int, act_dim: int, device: str | torch.device = "cpu",

@@ -61,12 +61,17 @@ def test_ratio_from_losses_by_hand_and_the_fpo_plus_plus_clamps():
     # FPO: one ratio from the means: exp(2 − 2) = 1; FPO++: per sample exp(0.5), exp(−0.5)
     assert fpo_log_ratio(old, new, False, None, None).tolist() == [[0.0]]
     assert fpo_log_ratio(old, new, True, None, None).tolist() == [[0.5, -0.5]]
-    # losses clamped at 4 before differencing: 10 vs 8 → 4 − 4 = 0, yet ℓ_θ still gets its gradient (straight-through)
-    new = torch.tensor([[8.0]], requires_grad=True)
-    lr = fpo_log_ratio(torch.tensor([[10.0]]), new, True, 4.0, 5.0)
-    assert lr.item() == 0.0
+    # FPO++ clamps only ℓ_old (at 4): ℓ_old 5, ℓ_θ 6 → exp(4 − 6) = 0.135 < 1, which pulls ℓ_θ back
+    new = torch.tensor([[6.0]], requires_grad=True)
+    lr = fpo_log_ratio(torch.tensor([[5.0]]), new, True, 4.0, 5.0)
+    assert lr.exp().item() == pytest.approx(0.1353, abs=1e-4)
     lr.sum().backward()
     assert new.grad.item() == -1.0
+    # ... and one far off has its log-ratio clamped at −5, straight-through (its gradient kept)
+    new = torch.tensor([[12.0]], requires_grad=True)
+    lr = fpo_log_ratio(torch.tensor([[10.0]]), new, True, 4.0, 5.0)
+    lr.sum().backward()
+    assert lr.item() == -5.0 and new.grad.item() == -1.0
     # log-ratio clamped at ±5
     assert fpo_log_ratio(torch.tensor([[9.0]]), torch.tensor([[1.0]]), True, None, 5.0).item() == 5.0
     x = torch.tensor([7.0], requires_grad=True)
@@ -117,7 +122,7 @@ def _rollout(variant="fpo", seed=0, act_steps=1, horizon=1, **kw):
 
 
 def _batch(storage):
-    keys = ("obs", "x0", "tau", "eps", "loss_old", "executed", "advantages", "values", "returns")
+    keys = ("obs", "x0", "tau", "eps", "executed", "advantages", "values", "returns")
     return {k: v for k, v in storage.flat().items() if k in keys}
 
 
@@ -131,10 +136,16 @@ def test_ratios_are_exactly_one_at_the_first_epoch(variant, chunk):
     mask = executed_mask(b["executed"], b["x0"].shape[1])
     with torch.no_grad():
         new = algo.chunk_losses(b["obs"], b["x0"], b["tau"], b["eps"], b["executed"])
-    old = (b["loss_old"] * mask).sum(-1)
-    torch.testing.assert_close(new, old, rtol=0, atol=1e-6)
+        old = algo.old_losses(b)  # the batched ℓ_old pass of ``update``
+        per_pos = cfm_losses(algo.policy, b["obs"], b["x0"], b["tau"], b["eps"], algo.cfg.loss_mode) * mask
+    clamp = algo.opts["loss_clamp"]
+    free = (per_pos <= clamp).all(-1) if clamp else torch.ones_like(new, dtype=torch.bool)
+    torch.testing.assert_close(new[free], old[free], rtol=0, atol=1e-6)
+    if clamp:  # FPO++: a sample whose ℓ_old was clamped starts below ratio 1 (ℓ_θ is never clamped)
+        assert bool((old[~free] < new[~free]).all())
     info = algo.update(storage)
-    assert info["first_ratio_dev"] < 1e-5
+    if not clamp or bool(free.all()):
+        assert info["first_ratio_dev"] < 1e-5
     assert info["max_ratio_dev"] > 1e-3  # later minibatches did move the policy
 
 
@@ -157,7 +168,7 @@ def test_lowering_a_samples_cfm_loss_raises_its_ratio(per_sample):
     algo, storage = _rollout()
     b = _batch(storage)
     j = 5
-    loss_old = (b["loss_old"] * executed_mask(b["executed"], 1)).sum(-1)
+    loss_old = algo.old_losses(b)
     # a few gradient steps on decision j's own CFM loss (its stored pairs) only
     opt = torch.optim.SGD(algo.policy.parameters(), lr=0.05)
     for _ in range(5):
@@ -265,3 +276,75 @@ def test_make_algo_from_scratch_builds_the_paper_networks():
     assert critic_widths == [256] * 5 + [1]
     with pytest.raises(TypeError, match="flow policy"):
         make_algo(dataclasses.replace(TrainConfig(algo="fpo")), 4, 2, pretrained=torch.nn.Linear(2, 2))
+
+
+# ---- the flow's output and noise scales: every forward pass, the checkpoint, the ONNX graph -------------------------
+def test_output_scale_multiplies_every_forward_pass_and_noise_scale_the_source():
+    torch.manual_seed(0)
+    plain = FlowPolicy(3, 2, horizon=2, act_steps=2, hidden=(16, 16), euler_steps=4)
+    scaled = FlowPolicy(3, 2, horizon=2, act_steps=2, hidden=(16, 16), euler_steps=4, output_scale=0.25,
+                        noise_scale=0.4)
+    scaled.load_state_dict(plain.state_dict())  # the same weights: only the scales differ
+    obs, x = torch.randn(5, 3), torch.randn(5, 2, 2)
+    tau = torch.rand(5)
+    torch.testing.assert_close(scaled.velocity(x, tau, obs), 0.25 * plain.velocity(x, tau, obs))
+    # sampling: the ODE runs in z = a/σ from the given N(0, I) noise, the action is σ·z
+    with torch.no_grad():
+        _, raw = scaled.sample(obs, noise=x, return_presquash=True)
+    z = x.clone()
+    for k in range(4):
+        z = z - 0.25 * 0.25 * plain.velocity(z, 1.0 - k * 0.25, obs)
+    torch.testing.assert_close(raw, 0.4 * z)
+    # the CFM loss is that of z = a/σ
+    a, eps = torch.randn(5, 2, 2), torch.randn(5, 2, 2)
+    expect = ((tau.view(-1, 1, 1) * eps + (1 - tau.view(-1, 1, 1)) * a / 0.4) + (1 - tau.view(-1, 1, 1))
+              * scaled.velocity(tau.view(-1, 1, 1) * eps + (1 - tau.view(-1, 1, 1)) * a / 0.4, tau, obs)
+              - eps).pow(2).sum((-1, -2))
+    torch.testing.assert_close(scaled.cfm_loss(obs, a, tau, eps, mode="epsilon"), expect)
+
+
+def test_a_fresh_flow_starts_at_its_noise_scale():
+    """The fair-start setting: a fresh FPO flow's action std ≈ noise_scale (output ×0.25 keeps it near its noise)."""
+    torch.manual_seed(0)
+    policy = make_algo(TrainConfig(algo="fpo", fpo=FPOConfig(noise_scale=0.37)), 12, 6).policy
+    with torch.no_grad():
+        a = policy.sample(torch.randn(4000, 12))
+    assert float(a.std()) == pytest.approx(0.37, rel=0.1)
+    assert policy.output_scale == 0.25
+
+
+def test_checkpoints_without_the_scales_load_unchanged(tmp_path):
+    """A checkpoint written before the scales existed (its config lacks them; its init-scaled weights carry the old
+    0.25) loads with both at 1 and acts exactly as saved."""
+    import json
+
+    from policies.common import CONFIG_FILE, load_policy, save_policy
+
+    torch.manual_seed(0)
+    policy = FlowPolicy(3, 2, horizon=1, act_steps=1, hidden=(16, 16), euler_steps=3)
+    save_policy(policy, tmp_path)
+    cfg = json.loads((tmp_path / CONFIG_FILE).read_text())
+    del cfg["kwargs"]["output_scale"], cfg["kwargs"]["noise_scale"]
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(cfg))
+    loaded = load_policy(tmp_path)
+    assert (loaded.output_scale, loaded.noise_scale) == (1.0, 1.0)
+    obs = torch.randn(4, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.act(obs, zero_noise=True), policy.act(obs, zero_noise=True))
+
+
+def test_the_scales_reach_the_onnx_graph(tmp_path):
+    from stack.export import ExportSpec, export_policy
+    from tests.stack.test_export import META
+
+    torch.manual_seed(0)
+    policy = FlowPolicy(5, 2, horizon=4, act_steps=2, hidden=(32, 32), euler_steps=5, output_scale=0.25,
+                        noise_scale=0.37)
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    rng = np.random.default_rng(1)
+    spec = ExportSpec(rng.normal(size=5), rng.uniform(0.5, 2.0, 5), 5.0, np.array([-1.0, -0.5]), np.array([1.0, 0.5]),
+                      "minmax")
+    result = export_policy(policy, spec, tmp_path / "p.onnx", META)  # raises unless ONNX matches torch
+    assert result["parity_max_abs_err"] <= 1e-5
