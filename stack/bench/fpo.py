@@ -8,10 +8,19 @@ Per task and seed (same seeds for every method):
   return (zero-sampling, the runner's evaluation seeds), ``return_after`` the final evaluation (zero-sampling, FPO++'s
   deployment mode) and ``return_after_random_noise`` the same checkpoint sampling its ODE from N(0, I) noise.
 * PPO: the task's ``<task>_ppo`` preset (CleanRL's settings where there is none), same env steps and seed.
-* FPO++ (full mode): the same run with ``fpo.variant = fpo++`` (per-sample ratios, ASPO, clamped losses).
+* FPO++: the same run as FPO with ``fpo.variant = fpo++`` (per-sample ratios, ASPO, ℓ_old clamped).
 
-Figures are means over seeds with their standard error and spread (std, min/max); wall-clock and env-steps/s per
-method.
+The comparison is made fair by construction (``method_config``): the flows' critic is PPO's (its hidden widths,
+tanh), and a fresh flow's source noise is N(0, σ²I) with σ = exp(PPO's ``log_std_init``), so both start at the same
+action std. ``start_action_stats`` measures that: the initial policy's per-dimension std of sampled (pre-clip,
+normalised) actions at 64 initial states × 32 samples each, and the share of sampled actions at the ±1 limits
+(``<method>_start_std``, ``<method>_start_at_limits``).
+
+Figures are means over seeds with their standard error and spread (std, min/max); per method the total wall-clock
+(``<method>_wall_s``, evaluations included) and env-steps/s of training (``<method>_steps_per_s``: env steps over the
+runner's training time, evaluations excluded), and ``fpo_steps_per_s_ratio`` = FPO's / PPO's. Learning curves
+(evaluation return against env steps and against training wall-clock, every method and seed) go to
+``<runs_dir>/bench-fpo-<quick|full>/curves.csv`` and ``curves_<task>.png``.
 
 Multimodality: ``TwoGoalPointMass`` (below) — a point mass starting at the origin with two equally good goals at
 (±0.8, 0). FPO, FPO++ and PPO train on it at the same budget; then each samples ``episodes`` stochastic episodes
@@ -28,8 +37,9 @@ DDPM; Gaussian: its mean and N(μ, σ) sampled) → shares at left / right / nei
 flow (``init_from``) and the same is measured again. ``covers_both`` here: ≥ 20 % of episodes at each goal and
 ≥ 20 % of first actions to each side.
 
-``--quick``: one seed, one task (reach, where both methods learn within the budget), 50k env steps, no FPO++ run;
-finishes in a few minutes on a 2-core CPU. Full mode: halfcheetah and reach, 3 seeds, FPO++ too (hours on a CPU).
+``--quick``: one seed, one task (reach, where both methods learn within the budget), 51k env steps, FPO, FPO++ and
+PPO; finishes in a few minutes on a 2-core CPU. Full mode: halfcheetah (1M env steps) and reach (300k), 3 seeds
+(hours on a CPU).
 The last stdout line is the JSON result.
 """
 
@@ -81,7 +91,7 @@ class Budget:
     env_steps: dict
     """Env steps per task (every method gets the same)."""
     variants: tuple[str, ...]
-    """FPO variants run ('fpo' always; 'fpo++' in full mode)."""
+    """FPO variants run ('fpo' always)."""
     eval_episodes: int
     multimodal_steps: int
     multimodal_episodes: int
@@ -92,8 +102,8 @@ class Budget:
 FULL = Budget(tasks=("halfcheetah", "reach"), seeds=(1, 2, 3), env_steps={"halfcheetah": 1_000_000, "reach": 300_000},
               variants=("fpo", "fpo++"), eval_episodes=10, multimodal_steps=49_152, multimodal_episodes=200,
               bc_finetune_steps=24_576)
-QUICK = Budget(tasks=("reach",), seeds=(1,), env_steps={"halfcheetah": 51_200, "reach": 51_200}, variants=("fpo",),
-               eval_episodes=5, multimodal_steps=24_576, multimodal_episodes=100)
+QUICK = Budget(tasks=("reach",), seeds=(1,), env_steps={"halfcheetah": 51_200, "reach": 51_200},
+               variants=("fpo", "fpo++"), eval_episodes=20, multimodal_steps=24_576, multimodal_episodes=100)
 
 
 # ---- configs --------------------------------------------------------------------------------------------------------
@@ -104,7 +114,8 @@ def _preset(name: str):
 
 
 def method_config(method: str, task: str, steps: int, seed: int, runs_dir: str, device: str, eval_episodes: int):
-    """TrainConfig of one run: 'ppo', 'fpo' or 'fpo++' on ``task`` (its preset, else the defaults)."""
+    """TrainConfig of one run: 'ppo', 'fpo' or 'fpo++' on ``task`` (its preset, else the defaults); a flow gets
+    PPO's critic and starting action std (``fair_to_ppo``)."""
     from stack.config import EnvConfig, TrainConfig, from_dict
     from stack.runs import default_run_name
 
@@ -118,7 +129,21 @@ def method_config(method: str, task: str, steps: int, seed: int, runs_dir: str, 
     }, base)
     if method == "fpo++":
         cfg = dataclasses.replace(cfg, fpo=dataclasses.replace(cfg.fpo, variant="fpo++"))
+    if algo == "fpo":
+        cfg = dataclasses.replace(cfg, fpo=fair_to_ppo(cfg.fpo, task))
     return cfg
+
+
+def fair_to_ppo(fpo_cfg, task: str):
+    """The FPO section with PPO's critic (hidden widths, tanh: ``PPO.make_algo``'s ValueNet) and a source noise
+    σ = exp(PPO's ``log_std_init``), so a fresh flow starts at PPO's action std (the flow's output ×0.25 keeps a
+    fresh flow's samples near its noise). reach: 2×64, σ = 0.37 (its preset already says so)."""
+    from stack.config import PPOConfig
+
+    base = _preset(f"{task}_ppo")
+    ppo = base.ppo if base is not None else PPOConfig()
+    return dataclasses.replace(fpo_cfg, critic_hidden=tuple(ppo.hidden), critic_activation="tanh",
+                               noise_scale=round(math.exp(ppo.log_std_init), 4))
 
 
 # ---- evaluation -----------------------------------------------------------------------------------------------------
@@ -142,6 +167,31 @@ def initial_return(cfg, episodes: int) -> dict:
     policy = PolicyController(algo.policy, ObsNormalizer(obs_dim), ActionScaler.for_space(space),
                               algo.eval_sampling(), algo.act_steps, seed=eval_seed(cfg.seed))
     return evaluate(policy, cfg.env.task, episodes, eval_seed(cfg.seed), task_kwargs=task_kwargs_of(cfg))
+
+
+def start_action_stats(cfg, states: int = 64, samples: int = 32) -> dict:
+    """The initial policy's action spread (the runner's seeding, so the weights it starts from): at ``states``
+    initial observations (env resets, the eval seeds; normalised by their own mean/std as the runner's running
+    normaliser soon does), ``samples`` sampled actions each, pre-clip, in the normalised action space [-1, 1] →
+    ``start_std`` (per-dimension std over the samples of one state, averaged over states and dimensions) and
+    ``start_at_limits`` (the share of sampled action components at or beyond ±1, i.e. clipped)."""
+    import torch
+
+    from sim.pool import resolve_task
+    from stack.runners import eval_seed, task_kwargs_of
+    from stack.runners.on_policy import make_algo
+
+    env = resolve_task(cfg.env.task)(**task_kwargs_of(cfg))
+    obs = np.stack([env.reset(seed=eval_seed(cfg.seed) + i)[0] for i in range(states)]).reshape(states, -1)
+    act_dim = int(env.action_space.shape[0])
+    env.close()
+    obs = (obs - obs.mean(0)) / (obs.std(0) + 1e-8)
+    torch.manual_seed(cfg.seed)
+    algo = make_algo(cfg, obs.shape[1], act_dim, torch.device(cfg.device))
+    x = torch.as_tensor(np.repeat(obs, samples, axis=0), dtype=torch.float32, device=algo.device)
+    actions = algo.act(x)[0][:, 0].reshape(states, samples, act_dim).double()
+    return {"start_std": round(float(actions.std(1).mean()), 4),
+            "start_at_limits": round(float((actions.abs() >= 1.0).double().mean()), 4)}
 
 
 def random_noise_return(run_dir: Path, cfg, episodes: int) -> float:
@@ -226,21 +276,28 @@ def run_task(task: str, budget: Budget, seeds, steps: int, runs_dir: str, device
         for method in ("fpo", *[v for v in budget.variants if v != "fpo"], "ppo"):
             cfg = fpo_cfg if method == "fpo" else method_config(method, task, steps, seed, runs_dir, device,
                                                                 budget.eval_episodes)
+            key = METHOD_KEYS[method]
+            rec.update({f"{key}_{k}": v for k, v in start_action_stats(cfg).items()})
             run_dir, wall, rows = _train(cfg)
             final = [r for r in rows if "eval_return" in r][-1]
             env_steps = int(rows[-1]["env_steps"])
-            key = {"fpo": "fpo", "fpo++": "fpo_pp", "ppo": "ppo"}[method]
+            train_s = float(rows[-1]["time_s"])
             rec[f"{key}_return_after"] = final["eval_return"]
             rec[f"{key}_env_steps"] = env_steps
             rec[f"{key}_wall_s"] = round(wall, 1)
-            rec[f"{key}_steps_per_s"] = round(env_steps / wall, 1)
-            rec[f"{key}_curve"] = [[int(r["env_steps"]), round(r["eval_return"], 2)] for r in rows
-                                   if "eval_return" in r]
+            rec[f"{key}_train_s"] = round(train_s, 1)
+            rec[f"{key}_steps_per_s"] = round(env_steps / train_s, 1)
+            # [env steps, training wall-clock s, eval return] at every evaluation
+            rec[f"{key}_curve"] = [[int(r["env_steps"]), round(r["time_s"], 2), round(r["eval_return"], 2)]
+                                   for r in rows if "eval_return" in r]
             rec[f"{key}_run_dir"] = str(run_dir)
             if method == "ppo":
                 rec["ppo_return_before"] = initial_return(cfg, budget.eval_episodes)["return_mean"]
             else:
                 rec[f"{key}_return_after_random_noise"] = random_noise_return(run_dir, cfg, budget.eval_episodes)
+        rec["fpo_steps_per_s_ratio"] = round(rec["fpo_steps_per_s"] / rec["ppo_steps_per_s"], 3)
+        if "fpo_pp_steps_per_s" in rec:
+            rec["fpo_pp_steps_per_s_ratio"] = round(rec["fpo_pp_steps_per_s"] / rec["ppo_steps_per_s"], 3)
         per_seed.append(rec)
     keys = [k for k in per_seed[0] if isinstance(per_seed[0][k], float | int) and k != "seed"]
     summary = {k: _summary([r[k] for r in per_seed]) for k in keys}
@@ -248,11 +305,67 @@ def run_task(task: str, budget: Budget, seeds, steps: int, runs_dir: str, device
            "return_before": summary["return_before"]["mean"], "return_after": summary["fpo_return_after"]["mean"],
            "ppo_return_after": summary["ppo_return_after"]["mean"],
            "return_after_random_noise": summary["fpo_return_after_random_noise"]["mean"],
-           "ppo_return_before": summary["ppo_return_before"]["mean"]}
+           "ppo_return_before": summary["ppo_return_before"]["mean"],
+           "fpo_steps_per_s_ratio": summary["fpo_steps_per_s_ratio"]["mean"],
+           **{f"{m}_{k}": summary[f"{m}_{k}"]["mean"] for m in ("fpo", "ppo")
+              for k in ("start_std", "start_at_limits", "wall_s", "steps_per_s")}}
     if "fpo_pp_return_after" in summary:
         out["fpo_pp_return_after"] = summary["fpo_pp_return_after"]["mean"]
         out["fpo_pp_return_after_random_noise"] = summary["fpo_pp_return_after_random_noise"]["mean"]
+        out.update({f"fpo_pp_{k}": summary[f"fpo_pp_{k}"]["mean"]
+                    for k in ("start_std", "start_at_limits", "wall_s", "steps_per_s", "steps_per_s_ratio")})
     out.update(summary=summary, per_seed=per_seed)
+    return out
+
+
+METHOD_KEYS = {"fpo": "fpo", "fpo++": "fpo_pp", "ppo": "ppo"}
+
+
+def write_curves(results: list[dict], folder: Path) -> dict:
+    """Learning curves of every method and seed: ``curves.csv`` (task, method, seed, env_steps, train_s,
+    eval_return) and per task ``curves_<task>.png``: evaluation return against env steps and against training
+    wall-clock (thin: each seed; thick: the mean over seeds at each evaluation, wall-clock averaged too)."""
+    import csv
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [(r["task"], method, rec["seed"], *point) for r in results for rec in r["per_seed"]
+            for method, key in METHOD_KEYS.items() if f"{key}_curve" in rec for point in rec[f"{key}_curve"]]
+    with open(folder / "curves.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["task", "method", "seed", "env_steps", "train_s", "eval_return"])
+        writer.writerows(rows)
+    out = {"csv": str(folder / "curves.csv"), "png": []}
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # the figures never depend on the plot
+        return out
+    for r in results:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        for i, (method, key) in enumerate(METHOD_KEYS.items()):
+            curves = [np.asarray(rec[f"{key}_curve"], float) for rec in r["per_seed"] if f"{key}_curve" in rec]
+            if not curves:
+                continue
+            n = min(len(c) for c in curves)
+            mean = np.mean([c[:n] for c in curves], axis=0)
+            for ax, col, label in ((axes[0], 0, "env steps"), (axes[1], 1, "training wall-clock (s)")):
+                for c in curves:
+                    ax.plot(c[:, col], c[:, 2], color=f"C{i}", lw=0.7, alpha=0.35)
+                ax.plot(mean[:, col], mean[:, 2], color=f"C{i}", marker="o", ms=3,
+                        label=f"{method} (mean of {len(curves)})")
+                ax.set_xlabel(label)
+        axes[0].set_ylabel("evaluation return")
+        for ax in axes:
+            ax.grid(alpha=0.3)
+            ax.legend()
+        fig.suptitle(f"bench fpo: {r['task']}")
+        fig.tight_layout()
+        path = folder / f"curves_{r['task'].split(':')[-1]}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        out["png"].append(str(path))
     return out
 
 
@@ -441,12 +554,15 @@ def run(task: str | None = None, quick: bool = False, seeds=None, device: str = 
     out = {k: v for k, v in results[0].items() if k not in ("summary", "per_seed")}
     out.update(quick=quick, device=device, methods=["fpo", *[v for v in budget.variants if v != "fpo"], "ppo"],
                tasks={r["task"]: r for r in results})
+    out["curves"] = write_curves(results, Path(runs_dir) / f"bench-fpo-{'quick' if quick else 'full'}")
     if multimodal:
         out["multimodality"] = multimodality(budget, seeds[0], runs_dir, device)
         out["multimodality_bc"] = multimodality_bc(seeds[0], runs_dir, device, episodes=budget.multimodal_episodes,
                                                    finetune_steps=budget.bc_finetune_steps)
     out["wall_s"] = round(time.perf_counter() - t0, 1)
     out["fpo_beats_ppo"] = {r["task"]: bool(r["return_after"] > r["ppo_return_after"]) for r in results}
+    out["fpo_pp_at_least_ppo"] = {r["task"]: bool(r["fpo_pp_return_after"] >= r["ppo_return_after"])
+                                  for r in results if "fpo_pp_return_after" in r}
     path = Path(runs_dir) / f"bench-fpo-{'quick' if quick else 'full'}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1, default=_jsonable) + "\n")
