@@ -3,8 +3,8 @@ options (Yi, Choi et al. 2026, arXiv 2602.02481; amazon-far/fpo-control).
 
 A flow-matching policy has no tractable likelihood, so FPO replaces PPO's likelihood ratio by one built from
 conditional flow-matching (CFM) losses, an ELBO surrogate. At rollout time every decision's pre-clip sample a (the
-action chunk, x_τ=0 of the Euler ODE from random noise) gets N_mc stored pairs (τ_i, ε_i) and the loss of each under
-the rollout parameters::
+action chunk, x_τ=0 of the Euler ODE from random noise) gets N_mc stored pairs (τ_i, ε_i), and the loss of each under
+the rollout parameters (ℓ_old) is taken in one batched pass when the update begins, before any parameter moves::
 
     ℓ(τ, ε) = Σ_{h < executed} mean_d (x_τ + (1 − τ)·v_θ(x_τ, τ, s) − ε)²_{h,d},   x_τ = τ·ε + (1 − τ)·a
               ("epsilon" mode: the velocity output supervised as ε-MSE, FPO's default; "velocity": (v − (ε − a))²)

@@ -348,3 +348,33 @@ def test_the_scales_reach_the_onnx_graph(tmp_path):
                       "minmax")
     result = export_policy(policy, spec, tmp_path / "p.onnx", META)  # raises unless ONNX matches torch
     assert result["parity_max_abs_err"] <= 1e-5
+
+
+# ---- bench fpo: the fair comparison and its curves ------------------------------------------------------------------
+def test_bench_flows_get_ppos_critic_and_starting_action_std(tmp_path):
+    import math
+
+    from stack.bench.fpo import method_config, start_action_stats
+
+    ppo = method_config("ppo", "reach", 1024, 1, str(tmp_path), "cpu", 1)
+    for method in ("fpo", "fpo++"):
+        cfg = method_config(method, "reach", 1024, 1, str(tmp_path), "cpu", 1)
+        assert cfg.fpo.variant == method
+        assert cfg.fpo.critic_hidden == tuple(ppo.ppo.hidden) and cfg.fpo.critic_activation == "tanh"
+        assert cfg.fpo.noise_scale == pytest.approx(math.exp(ppo.ppo.log_std_init), abs=1e-4)
+    flow, gauss = start_action_stats(cfg, states=16, samples=16), start_action_stats(ppo, states=16, samples=16)
+    assert flow["start_std"] == pytest.approx(gauss["start_std"], rel=0.1)
+    assert flow["start_at_limits"] < 0.05 and gauss["start_at_limits"] < 0.05
+
+
+def test_bench_writes_learning_curves_against_env_steps_and_wall_clock(tmp_path):
+    from stack.bench.fpo import write_curves
+
+    per_seed = [{"seed": s, "fpo_curve": [[100, 1.0, -5.0], [200, 2.0, -4.0]],
+                 "fpo_pp_curve": [[100, 1.1, -5.5], [200, 2.2, -3.0]],
+                 "ppo_curve": [[100, 0.5, -6.0], [200, 1.0, -2.0]]} for s in (1, 2)]
+    out = write_curves([{"task": "reach", "per_seed": per_seed}], tmp_path / "curves")
+    rows = list(csv.reader(open(out["csv"])))
+    assert rows[0] == ["task", "method", "seed", "env_steps", "train_s", "eval_return"]
+    assert len(rows) == 1 + 2 * 3 * 2 and {r[1] for r in rows[1:]} == {"fpo", "fpo++", "ppo"}
+    assert (tmp_path / "curves" / "curves_reach.png").stat().st_size > 0
