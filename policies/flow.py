@@ -101,8 +101,15 @@ class FlowPolicy(nn.Module):
         else:
             x = torch.randn(shape, device=obs.device, dtype=obs.dtype)
         dt = 1.0 / steps
+        cond = flatten_obs(obs, self.obs_steps, self.obs_dim)
+        # The K times are the same for every row: embed them in one pass, not one small-batch pass per step (acting
+        # is per-op overhead at rollout batch sizes). Then each step is ChunkDenoiser.forward's concat and trunk.
+        taus = torch.tensor([1.0 - k * dt for k in range(steps)], device=x.device, dtype=x.dtype)
+        emb = self.net.time_embedding(taus)
         for k in range(steps):
-            x = x - dt * self.velocity(x, 1.0 - k * dt, obs)
+            h = torch.cat([x.reshape(b, -1), emb[k].expand(b, -1), cond], dim=-1)
+            v = self.net.trunk(h).reshape(shape)
+            x = x - dt * (v if self.output_scale == 1.0 else v * self.output_scale)
         if self.noise_scale != 1.0:
             x = x * self.noise_scale
         action = x.clamp(-self.action_clip, self.action_clip) if self.action_clip is not None else x

@@ -287,13 +287,15 @@ def run_task(task: str, budget: Budget, seeds, steps: int, runs_dir: str, device
             rec[f"{key}_wall_s"] = round(wall, 1)
             rec[f"{key}_train_s"] = round(train_s, 1)
             rec[f"{key}_steps_per_s"] = round(env_steps / train_s, 1)
-            # [env steps, training wall-clock s, eval return] at every evaluation
-            rec[f"{key}_curve"] = [[int(r["env_steps"]), round(r["time_s"], 2), round(r["eval_return"], 2)]
-                                   for r in rows if "eval_return" in r]
-            rec[f"{key}_run_dir"] = str(run_dir)
             if method == "ppo":
                 rec["ppo_return_before"] = initial_return(cfg, budget.eval_episodes)["return_mean"]
-            else:
+            # [env steps, training wall-clock s, eval return]: the initial policy, then every evaluation
+            start = rec["ppo_return_before" if method == "ppo" else "return_before"]
+            rec[f"{key}_curve"] = [[0, 0.0, round(start, 2)]] + [
+                [int(r["env_steps"]), round(r["time_s"], 2), round(r["eval_return"], 2)] for r in rows
+                if "eval_return" in r]
+            rec[f"{key}_run_dir"] = str(run_dir)
+            if method != "ppo":
                 rec[f"{key}_return_after_random_noise"] = random_noise_return(run_dir, cfg, budget.eval_episodes)
         rec["fpo_steps_per_s_ratio"] = round(rec["fpo_steps_per_s"] / rec["ppo_steps_per_s"], 3)
         if "fpo_pp_steps_per_s" in rec:
