@@ -3,8 +3,9 @@
 Data, as DPPO's pretraining reads it (Ren et al. 2024; irom-princeton/dppo ``agent/pretrain``):
 
 * every frame of the dataset is one sample — ``obs`` the last ``obs_steps`` observations (the episode's first
-  repeated before its start), ``actions`` the next ``horizon`` actions of column ``bc.action_key`` (the last repeated
-  after its end), ``stack.data.window_indices``;
+  repeated before its start), ``actions`` the next ``horizon`` actions of column ``bc.action_key``,
+  ``stack.data.window_indices``; minibatches skip the frames whose chunk would run past the episode's end (DPPO's
+  dataset does; ``window_indices`` pads them with the last action, and ``batch`` still indexes every frame);
 * observations normalised with the dataset's mean/std (``meta/stats.json``; std floored at ``obs_std_floor`` so a
   dimension that never moved in the demos does not blow up at evaluation), clipped to ±``obs_clip``;
 * actions scaled to [−1, 1] by min–max bounds — the task's action space, or the dataset's min/max where the task has
@@ -116,6 +117,15 @@ class OfflineRunner(Runner):
         obs_idx, act_idx = window_indices(ds.episode_lengths, policy.obs_steps, getattr(policy, "horizon", 1))
         self.obs_idx = torch.from_numpy(obs_idx).to(self.device)
         self.act_idx = torch.from_numpy(act_idx).to(self.device)
+        # Training draws only frames whose whole action chunk lies inside the episode: a window padded with the last
+        # action teaches the chunk policy to stop moving at an episode's end (DPPO's pretraining dataset skips them:
+        # irom-lab/dppo agent/dataset/sequence.py make_indices). Episodes shorter than the chunk keep their frames.
+        horizon = act_idx.shape[1]
+        complete = act_idx[:, -1] - act_idx[:, 0] == horizon - 1
+        if not complete.any():
+            complete[:] = True
+        self.train_frames = torch.from_numpy(np.flatnonzero(complete)).to(self.device)
+        """Frames the minibatches are drawn from (windows that run past an episode's end are skipped)."""
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         """Draws the minibatches."""
         if self.resume_from is not None:
@@ -174,8 +184,8 @@ class OfflineRunner(Runner):
         try:
             while self.steps < total:
                 lr = self.algo.learning_rate
-                idx = torch.randint(0, len(self.obs_idx), (b.batch_size,), generator=self.generator,
-                                    device=self.device)
+                idx = self.train_frames[torch.randint(0, len(self.train_frames), (b.batch_size,),
+                                                      generator=self.generator, device=self.device)]
                 losses.append(self.algo.train_step(*self.batch(idx)))
                 self.steps = self.algo.step
                 bar.update(1)
