@@ -297,6 +297,10 @@ def run_task(task: str, budget: Budget, seeds, steps: int, runs_dir: str, device
             rec[f"{key}_run_dir"] = str(run_dir)
             if method != "ppo":
                 rec[f"{key}_return_after_random_noise"] = random_noise_return(run_dir, cfg, budget.eval_episodes)
+        # paired by seed (same env seeds, the same evaluation episodes' seeds): the SE across seeds of the difference
+        rec["fpo_minus_ppo"] = rec["fpo_return_after"] - rec["ppo_return_after"]
+        if "fpo_pp_return_after" in rec:
+            rec["fpo_pp_minus_ppo"] = rec["fpo_pp_return_after"] - rec["ppo_return_after"]
         rec["fpo_steps_per_s_ratio"] = round(rec["fpo_steps_per_s"] / rec["ppo_steps_per_s"], 3)
         if "fpo_pp_steps_per_s" in rec:
             rec["fpo_pp_steps_per_s_ratio"] = round(rec["fpo_pp_steps_per_s"] / rec["ppo_steps_per_s"], 3)
@@ -309,6 +313,7 @@ def run_task(task: str, budget: Budget, seeds, steps: int, runs_dir: str, device
            "return_after_random_noise": summary["fpo_return_after_random_noise"]["mean"],
            "ppo_return_before": summary["ppo_return_before"]["mean"],
            "fpo_steps_per_s_ratio": summary["fpo_steps_per_s_ratio"]["mean"],
+           "fpo_minus_ppo": summary["fpo_minus_ppo"]["mean"], "fpo_minus_ppo_se": summary["fpo_minus_ppo"]["se"],
            **{f"{m}_{k}": summary[f"{m}_{k}"]["mean"] for m in ("fpo", "ppo")
               for k in ("start_std", "start_at_limits", "wall_s", "steps_per_s")}}
     if "fpo_pp_return_after" in summary:
@@ -316,6 +321,8 @@ def run_task(task: str, budget: Budget, seeds, steps: int, runs_dir: str, device
         out["fpo_pp_return_after_random_noise"] = summary["fpo_pp_return_after_random_noise"]["mean"]
         out.update({f"fpo_pp_{k}": summary[f"fpo_pp_{k}"]["mean"]
                     for k in ("start_std", "start_at_limits", "wall_s", "steps_per_s", "steps_per_s_ratio")})
+        out.update(fpo_pp_minus_ppo=summary["fpo_pp_minus_ppo"]["mean"],
+                   fpo_pp_minus_ppo_se=summary["fpo_pp_minus_ppo"]["se"])
     out.update(summary=summary, per_seed=per_seed)
     return out
 
