@@ -53,6 +53,10 @@ class OnPolicyConfig:
     init_from: the pretrained statistics, frozen)."""
     norm_reward: bool = True
     """Scale rewards by a running std of the discounted return (per decision)."""
+    reward_scaling: Literal["auto", "per_step", "per_rollout"] = "auto"
+    """When the reward std is updated (``stack.normalize.RewardScaler``): 'per_step' (CleanRL: each step is scaled by
+    the std so far), 'per_rollout' (DPPO: one std updated from the whole rollout scales all of it); 'auto':
+    per_rollout when fine-tuning (init_from), per_step from scratch."""
     clip_obs: float = 10.0
     """Clip normalised observations to ±clip_obs."""
     clip_reward: float = 10.0
@@ -241,6 +245,9 @@ class DPPOConfig(OnPolicyConfig):
     """Floor on the std in the log-probability (stability)."""
     randn_clip_value: float = 3.0
     """Clip each N(0, 1) draw of the chain to ±randn_clip_value while sampling in training."""
+    clamp_action: bool = False
+    """Clamp the training chain's x^0 to ±1 before it is stored (the reference's clamp_action, off: the stored action's
+    log-prob is of the unclamped sample; the env receives a clipped copy either way)."""
     logprob_min: float = -5.0
     """Elementwise lower clamp of denoising log-densities."""
     logprob_max: float = 2.0
@@ -254,7 +261,13 @@ class DPPOConfig(OnPolicyConfig):
     bc_loss_coef: float = 0.0
     """Weight of the BC regulariser −log π_ft(chain of the frozen policy) (0 = off, as the paper)."""
     n_critic_warmup_itr: int = 0
-    """Iterations that train the critic only."""
+    """Iterations that train the critic only (their rollouts are the pretrained policy's)."""
+    critic_warmup_epochs: int = 0
+    """In a critic-only iteration: epochs of value regression over the rollout's decisions (minibatches of
+    ``critic_warmup_batch``), instead of the update's few pair minibatches, so a fresh critic is fitted to the
+    pretrained policy's returns before the first actor step (0: the ordinary update with the actor frozen)."""
+    critic_warmup_batch: int = 256
+    """Decisions per minibatch of the critic warm-up."""
     norm_obs: bool = False
     """Running observation normalisation from scratch (with init_from the BC statistics are used, frozen)."""
     critic_hidden: tuple[int, ...] = (256, 256, 256)

@@ -9,6 +9,12 @@ numbers into the ONNX graph and a reader can see them in ``checkpoints/latest/no
 * ``RewardScaler``: Gymnasium's ``NormalizeReward`` semantics as CleanRL uses them — a per-env discounted return
   ``G ← γ·G + r`` feeds a ``RunningMeanStd``; the reward is divided by its std (not centred) and clipped; ``G`` is
   zeroed at every episode end (termination or truncation), so returns of two episodes never mix.
+  ``mode="per_step"`` (CleanRL's convention, PPO from scratch) updates the std at every step and scales that step's
+  reward with it; ``mode="per_rollout"`` (DPPO's ``RunningRewardScaler`` usage, irom-lab/dppo
+  ``agent/finetune/train_ppo_diffusion_agent.py``) takes a whole rollout's rewards, updates the std once from all its
+  discounted returns, then scales the whole rollout with that one std (``scale_rollout``) — per step, the first
+  decisions of a run are divided by a std estimated from a handful of returns (~24× smaller than at the rollout's end
+  on Hopper), which weights them far above the rest.
 """
 
 from __future__ import annotations
@@ -93,10 +99,18 @@ class ObsNormalizer:
         self._refresh()
 
 
-class RewardScaler:
-    """Divide rewards by the running std of the per-env discounted return, then clip; ``enabled=False``: identity."""
+REWARD_SCALING_MODES = ("per_step", "per_rollout")
 
-    def __init__(self, num_envs: int, gamma: float, clip: float = 10.0, epsilon: float = 1e-8, enabled: bool = True):
+
+class RewardScaler:
+    """Divide rewards by the running std of the per-env discounted return, then clip; ``enabled=False``: identity.
+    ``mode``: "per_step" (``__call__`` each step) or "per_rollout" (``scale_rollout`` once per rollout)."""
+
+    def __init__(self, num_envs: int, gamma: float, clip: float = 10.0, epsilon: float = 1e-8, enabled: bool = True,
+                 mode: str = "per_step"):
+        if mode not in REWARD_SCALING_MODES:
+            raise ValueError(f"reward scaling mode {mode!r}; expected one of {REWARD_SCALING_MODES}")
+        self.mode = mode
         self.rms = RunningMeanStd(())
         self.returns = np.zeros(num_envs, np.float64)
         self.gamma = float(gamma)
@@ -115,16 +129,37 @@ class RewardScaler:
         self.returns[np.asarray(episode_end, bool)] = 0.0
         return scaled.astype(np.float32)
 
+    @property
+    def per_rollout(self) -> bool:
+        return self.mode == "per_rollout"
+
+    def scale_rollout(self, rewards: np.ndarray, episode_end: np.ndarray) -> np.ndarray:
+        """Scale a whole rollout ``[T, N]`` (``episode_end[t]``: the episode ended at row t): the discounted returns of
+        every row (continuing the running ones) update the statistics once, then every reward is divided by the one
+        resulting std and clipped."""
+        rewards = np.asarray(rewards, np.float64)
+        if not self.enabled:
+            return rewards.astype(np.float32)
+        end = np.asarray(episode_end, bool)
+        returns = np.empty_like(rewards)
+        for t in range(rewards.shape[0]):
+            self.returns = self.returns * self.gamma + rewards[t]
+            returns[t] = self.returns
+            self.returns[end[t]] = 0.0
+        self.rms.update(returns.reshape(-1))
+        return np.clip(rewards / np.sqrt(self.rms.var + self.epsilon), -self.clip, self.clip).astype(np.float32)
+
     def reset(self) -> None:
         """Forget the running returns (all envs start new episodes); the statistics stay."""
         self.returns[:] = 0.0
 
     def state_dict(self) -> dict:
-        return {"enabled": self.enabled, "gamma": self.gamma, "clip": self.clip, "epsilon": self.epsilon,
-                "returns": self.returns.tolist(), **self.rms.state_dict()}
+        return {"enabled": self.enabled, "mode": self.mode, "gamma": self.gamma, "clip": self.clip,
+                "epsilon": self.epsilon, "returns": self.returns.tolist(), **self.rms.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.enabled = bool(state["enabled"])
+        self.mode = state.get("mode", "per_step")  # checkpoints before the option scaled per step
         self.gamma = float(state["gamma"])
         self.clip = float(state["clip"])
         self.epsilon = float(state["epsilon"])

@@ -20,8 +20,9 @@ Conventions (stated once, used by every on-policy algorithm of r2s):
   (except when frozen: fine-tuning keeps the statistics the pretrained policy was trained with).
 * **Rewards**: a decision's reward is the sum of the raw rewards of the env steps it executed, scaled by
   ``stack.normalize.RewardScaler`` (whose discounted return runs per decision, as GAE's γ does; DPPO scales its
-  chunk-summed rewards the same way). For act_steps = 1 this is PPO's per-step scaling. Episode returns for logging
-  are the raw, undiscounted sums.
+  chunk-summed rewards the same way). For act_steps = 1 this is PPO's per-step scaling. With the scaler's
+  ``per_rollout`` mode (fine-tuning) the raw rewards of the whole rollout are scaled at its end by one std
+  (``RewardScaler.scale_rollout``). Episode returns for logging are the raw, undiscounted sums.
 * **Bootstrapping.** With same-step autoreset the observation returned at an episode's end is the next episode's
   first; the collector evaluates the critic on ``infos["final_obs"]`` instead, so ``next_values[t]`` is always the
   value of the state decision t really reached (see ``stack.algos.gae``; γ and λ apply per decision).
@@ -214,6 +215,7 @@ class RolloutCollector:
         n = self.num_envs
         obs_t = self._to_tensor(self._obs)
         end_np = np.zeros((storage.num_steps, n), bool)
+        raw_rewards = np.zeros((storage.num_steps, n))
         env_s = 0.0
         for t in range(storage.num_steps):
             chunk, extras, values = agent.act(obs_t)
@@ -227,7 +229,10 @@ class RolloutCollector:
             step = self._execute(self.action_scaler.to_env(chunk[:, :act_steps].cpu().numpy()), agent, stats)
             env_s += step.env_s
             end_np[t] = step.end
-            storage.rewards[t] = torch.from_numpy(self.reward_scaler(step.reward, step.end))
+            if self.reward_scaler.per_rollout:
+                raw_rewards[t] = step.reward  # scaled below, once the whole rollout is in
+            else:
+                storage.rewards[t] = torch.from_numpy(self.reward_scaler(step.reward, step.end))
             storage.terminated[t] = torch.from_numpy(step.terminated)
             storage.truncated[t] = torch.from_numpy(step.truncated)
             storage.executed[t] = torch.from_numpy(step.executed)
@@ -236,6 +241,8 @@ class RolloutCollector:
             obs_t = self._to_tensor(self._obs)
             if on_step is not None:
                 on_step(t)
+        if self.reward_scaler.per_rollout:
+            storage.rewards.copy_(torch.from_numpy(self.reward_scaler.scale_rollout(raw_rewards, end_np)))
         end_t = torch.from_numpy(end_np).to(storage.device)
         storage.episode_end.copy_(end_t)
         # Where the episode went on, the state reached is the next row's observation (its value is already known);

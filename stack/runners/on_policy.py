@@ -50,6 +50,15 @@ def load_pretrained(run_dir: str | Path, device: str | torch.device = "cpu"):
     return ckpt.module("policy", device=device).train(), ckpt.obs_normalizer(), ckpt.action_scaler()
 
 
+def reward_scaling_mode(cfg: TrainConfig) -> str:
+    """The reward scaler's mode: ``reward_scaling`` as set, or for "auto" per_rollout when fine-tuning (init_from: DPPO's
+    convention) and per_step from scratch (CleanRL's, which PPO's golden metrics record)."""
+    mode = cfg.on_policy.reward_scaling
+    if mode != "auto":
+        return mode
+    return "per_rollout" if cfg.init_from else "per_step"
+
+
 class OnPolicyRunner(Runner):
     def __init__(self, cfg: TrainConfig):
         super().__init__(cfg, (cfg.algo, cfg.env.task))
@@ -73,7 +82,8 @@ class OnPolicyRunner(Runner):
         self.algo = make_algo(cfg, self.obs_dim, self.act_dim, self.device, pretrained)
         self.base_lr = self.algo.learning_rate
         """The configured learning rate (anneal_lr scales it down linearly)."""
-        self.reward_scaler = RewardScaler(cfg.env.num_envs, p.gamma, clip=p.clip_reward, enabled=p.norm_reward)
+        self.reward_scaler = RewardScaler(cfg.env.num_envs, p.gamma, clip=p.clip_reward, enabled=p.norm_reward,
+                                          mode=reward_scaling_mode(cfg))
         # Fine-tuning keeps the pretrained policy's observation statistics: it was trained on them.
         self.collector = RolloutCollector(self.envs, self.obs_normalizer, self.reward_scaler, self.action_scaler,
                                           self.device, update_obs_stats=not cfg.init_from)
@@ -168,4 +178,4 @@ class OnPolicyRunner(Runner):
         return self.finish(f"{cfg.algo} {cfg.env.task} (seed {cfg.seed})")
 
 
-__all__ = ["OnPolicyRunner", "load_pretrained", "make_algo"]
+__all__ = ["OnPolicyRunner", "load_pretrained", "make_algo", "reward_scaling_mode"]
