@@ -206,7 +206,8 @@ class DiffusionPolicy(nn.Module):
                      min_std: float | None = None, randn_clip: float | None = None, return_chain: bool = True,
                      sampler: str | None = None, ddim_steps: int | None = None, eta: float | None = None,
                      net: nn.Module | None = None,
-                     net_for_step: Callable[[int], nn.Module] | None = None) -> torch.Tensor:
+                     net_for_step: Callable[[int], nn.Module] | None = None,
+                     clamp_final: bool = True) -> torch.Tensor:
         """Run the denoising chain. Returns the chain [B, K+1, H, A] (x^K … x^0) or, if not return_chain, x^0.
 
         deterministic: every step uses its mean (noise, if given, is x^K only: [B, H, A]).
@@ -214,7 +215,10 @@ class DiffusionPolicy(nn.Module):
         randn_clip: clamp each step's N(0, 1) draw to ±randn_clip (DPPO's randn_clip_value; x^K is not clamped).
         net / net_for_step: network for all steps / a function of the chain position (DPPO: frozen copy for early
         steps, fine-tuned copy for the last K′).
-        x^0 is clamped to ±final_action_clip and stored clamped, so ``log_prob`` of the last step sees what acted.
+        clamp_final: clamp x^0 to ±final_action_clip (acting and evaluation). DPPO's training chain passes False (the
+        reference's ``clamp_action`` is off): the chain keeps the unclamped sample, so the last step's log-prob is of
+        what was drawn — a clamp there puts every saturated element at the boundary, where the density of the stored
+        action is not the sample's and the gradient on saturated dimensions is biased; the env clips on its side.
         """
         sampler, k, eta = self._resolve(sampler, ddim_steps, eta)
         b = obs.shape[0]
@@ -244,7 +248,7 @@ class DiffusionPolicy(nn.Module):
                 if min_std is not None:
                     std = std.clamp(min=min_std)
                 x = mean + std * draws[:, i]
-            if i == k - 1 and self.final_action_clip is not None:
+            if i == k - 1 and clamp_final and self.final_action_clip is not None:
                 x = x.clamp(-self.final_action_clip, self.final_action_clip)
             chain.append(x)
         return torch.stack(chain, dim=1) if return_chain else x

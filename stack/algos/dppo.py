@@ -112,13 +112,15 @@ class DPPO(OnPolicyAlgorithm):
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
-        """Sample the training chain (std floor, clipped draws) → (chunk [N, act_steps, A], {"chains": the last K′+1
-        states [N, K′+1, H, A]}, V(obs) [N])."""
+        """Sample the training chain (std floor, clipped draws; x^0 not clamped unless ``clamp_action``) → (chunk
+        [N, act_steps, A], {"chains": the last K′+1 states [N, K′+1, H, A]}, V(obs) [N]). The collector's
+        ``ActionScaler`` clips the chunk on its way to the env only."""
         p, cfg = self.policy, self.cfg
         noise = torch.randn((obs.shape[0], self.num_steps + 1, p.horizon, p.act_dim), generator=self.sample_generator,
                             device=self.device)
         chain = p.sample_chain(obs, noise=noise, min_std=cfg.min_sampling_denoising_std,
-                               randn_clip=cfg.randn_clip_value, net_for_step=self._train_nets, **self.chain)
+                               randn_clip=cfg.randn_clip_value, net_for_step=self._train_nets,
+                               clamp_final=cfg.clamp_action, **self.chain)
         return chain[:, -1, : self.act_steps], {"chains": chain[:, self.first_ft:]}, self.critic(obs)
 
     def eval_sampling(self) -> dict:
@@ -161,7 +163,8 @@ class DPPO(OnPolicyAlgorithm):
             noise = torch.randn((obs.shape[0], self.num_steps + 1, p.horizon, p.act_dim),
                                 generator=self.sample_generator, device=self.device)
             chain = p.sample_chain(obs, noise=noise, net=p.net, min_std=cfg.min_sampling_denoising_std,
-                                   randn_clip=cfg.randn_clip_value, **self.chain)[:, self.first_ft:]
+                                   randn_clip=cfg.randn_clip_value, clamp_final=cfg.clamp_action,
+                                   **self.chain)[:, self.first_ft:]
         b, kp = obs.shape[0], self.ft_steps
         k = torch.arange(kp, device=self.device).repeat(b) + self.first_ft
         lp = p.log_prob(obs.repeat_interleave(kp, 0), chain[:, :-1].reshape(b * kp, *chain.shape[2:]),
@@ -178,11 +181,13 @@ class DPPO(OnPolicyAlgorithm):
         chains = storage.extras["chains"].reshape(n, *storage.extras["chains"].shape[2:])
         values, returns = storage.values.reshape(n), storage.returns.reshape(n)
         advantages = storage.advantages.reshape(n)
+        train_actor = self.updates >= cfg.n_critic_warmup_itr
+        if not train_actor and cfg.critic_warmup_epochs > 0:
+            return self._warm_critic(obs, values, returns)
         old_log_probs = self.chain_log_probs(obs, chains)
         total = n * kp
         mb_size = min(cfg.batch_size, total)
         num_mb = max(1, total // cfg.batch_size)  # the reference skips the remainder
-        train_actor = self.updates >= cfg.n_critic_warmup_itr
         stats: list[torch.Tensor] = []
         first_ratio_dev = math.nan
         epochs, stop = 0, False
@@ -229,6 +234,31 @@ class DPPO(OnPolicyAlgorithm):
         out.update(epochs=float(epochs), minibatches=float(len(stats)), first_ratio_dev=first_ratio_dev,
                    last_approx_kl=float(stats[-1][3]))
         return out
+
+    def _warm_critic(self, obs: torch.Tensor, values: torch.Tensor, returns: torch.Tensor) -> dict[str, float]:
+        """A critic-only iteration: ``critic_warmup_epochs`` epochs of ½(V − R)² over the rollout's decisions (R: GAE
+        returns of the pretrained policy's rollout). The pair minibatches of ``update`` take a few critic steps per
+        iteration — a fresh critic would still be near random when the actor starts."""
+        cfg, n = self.cfg, obs.shape[0]
+        mb = min(cfg.critic_warmup_batch, n)
+        losses = []
+        for _ in range(cfg.critic_warmup_epochs):
+            perm = torch.randperm(n, generator=self.shuffle_generator).to(self.device)
+            for m in range(max(1, n // mb)):
+                i = perm[m * mb:(m + 1) * mb]
+                v_loss = value_loss(self.critic(obs[i]), values[i], returns[i], cfg.clip_vloss_coef)
+                self.critic_optimizer.zero_grad(set_to_none=True)
+                (cfg.vf_coef * v_loss).backward()
+                if cfg.max_grad_norm is not None:
+                    nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.max_grad_norm)
+                self.critic_optimizer.step()
+                losses.append(float(v_loss.detach()))
+        self.updates += 1
+        with torch.no_grad():
+            fitted = self.critic(obs)
+        return {"value_loss": sum(losses) / len(losses), "explained_variance": explained_variance(values, returns),
+                "explained_variance_after": explained_variance(fitted, returns), "critic_warmup": 1.0,
+                "minibatches": float(len(losses))}
 
     # ---- checkpoints --------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -422,3 +422,91 @@ def test_runner_checkpoint_holds_both_networks_and_resumes_exactly(tmp_path):
     policy = load_policy(ckpt / "policy")
     assert isinstance(policy, FinetunedDiffusionPolicy) and policy.act_steps == 1
     assert json.loads((ckpt / "meta.json").read_text())["sampling"] == {"sampler": "ddpm"}
+
+
+# ---- small-budget fidelity (issue 13) --------------------------------------------------------------------------------
+def test_training_chain_keeps_the_unclamped_action_and_its_log_prob():
+    """clamp_action off (the reference's default): x^0 of the stored chain is the drawn sample, beyond ±1 where it was
+    drawn there, and the chunk the collector receives is that same sample (the env's ActionScaler clips it)."""
+    algo = make_dppo(T=6, ft_denoising_steps=3, act_steps=2, min_sampling_denoising_std=1.0)  # wide: saturates
+    obs = torch.randn(64, OBS_DIM)
+    chunk, extras, _ = algo.act(obs)
+    x0 = extras["chains"][:, -1]
+    assert x0.abs().max() > 1.0
+    torch.testing.assert_close(chunk, x0[:, :2])
+    clamped = make_dppo(T=6, ft_denoising_steps=3, act_steps=2, min_sampling_denoising_std=1.0, clamp_action=True)
+    assert clamped.act(obs)[1]["chains"][:, -1].abs().max() <= 1.0
+
+
+def test_per_rollout_reward_scaling_uses_one_std_from_the_whole_rollout():
+    rng = np.random.default_rng(0)
+    rewards = rng.normal(2.0, 1.0, size=(7, 3))
+    end = np.zeros((7, 3), bool)
+    end[2, 1] = end[4, 0] = True
+    scaler = RewardScaler(3, 0.9, clip=100.0, mode="per_rollout")
+    scaled = scaler.scale_rollout(rewards, end)
+    g, rets = np.zeros(3), []
+    for t in range(7):
+        g = 0.9 * g + rewards[t]
+        rets.append(g.copy())
+        g[end[t]] = 0.0
+    rets = np.concatenate(rets)
+    var = (rets.var() * len(rets) + 1e-4 * 1.0 + 1e-4 * rets.mean() ** 2 * len(rets) / (len(rets) + 1e-4)) / \
+        (len(rets) + 1e-4)  # Chan's update from the prior (mean 0, var 1, count 1e-4)
+    np.testing.assert_allclose(scaled, rewards / np.sqrt(var + 1e-8), rtol=1e-5)
+    np.testing.assert_allclose(scaler.returns, g)  # the running returns carry into the next rollout
+    # per step (CleanRL): each step divided by the std so far, so the first rows get a different scale
+    per_step = RewardScaler(3, 0.9, clip=100.0)
+    stepwise = np.stack([per_step(rewards[t], end[t]) for t in range(7)])
+    assert not np.allclose(stepwise[0] / rewards[0], scaled[0] / rewards[0])
+    with pytest.raises(ValueError, match="reward scaling mode"):
+        RewardScaler(3, 0.9, mode="per_episode")
+
+
+def test_runner_scales_rewards_per_rollout_when_fine_tuning():
+    from stack.config import TrainConfig
+    from stack.runners.on_policy import reward_scaling_mode
+
+    assert reward_scaling_mode(TrainConfig(algo="dppo", init_from="runs/bc")) == "per_rollout"
+    assert reward_scaling_mode(TrainConfig(algo="fpo", init_from="runs/bc")) == "per_rollout"
+    assert reward_scaling_mode(TrainConfig(algo="ppo")) == "per_step"  # CleanRL's (the golden metrics)
+    cfg = TrainConfig(algo="dppo", init_from="runs/bc")
+    cfg.dppo.reward_scaling = "per_step"
+    assert reward_scaling_mode(cfg) == "per_step"
+
+
+def test_critic_warmup_fits_the_critic_and_leaves_the_actor():
+    algo = make_dppo(T=6, ft_denoising_steps=3, act_steps=2, n_critic_warmup_itr=1, critic_warmup_epochs=30,
+                     critic_warmup_batch=16)
+    ft0 = {k: v.clone() for k, v in algo.policy.ft_net.state_dict().items()}
+    st = ChunkRollout(4).collect(algo, 16)
+    algo.compute_returns(st)
+    info = algo.update(st)
+    assert info["critic_warmup"] == 1.0 and info["minibatches"] == 30 * 4
+    assert info["explained_variance_after"] > max(0.5, info["explained_variance"])
+    assert all(torch.equal(v, ft0[k]) for k, v in algo.policy.ft_net.state_dict().items())
+    info = algo.update(st)  # the next iteration trains the actor
+    assert "critic_warmup" not in info
+    assert any(not torch.equal(v, ft0[k]) for k, v in algo.policy.ft_net.state_dict().items())
+
+
+def test_bc_chunk_windows_past_an_episode_end_are_not_trained_on(tmp_path):
+    """The offline runner draws only frames whose whole chunk lies inside the episode (DPPO's dataset skips the
+    others); ``batch`` still indexes every frame."""
+    from stack.config import BCConfig, TrainConfig
+    from stack.data import EpisodeWriter
+    from stack.runners.offline import OfflineRunner
+
+    writer = EpisodeWriter(tmp_path / "ds", robot="toy", task="toy-no-sim", fps=10, obs_dim=OBS_DIM, act_dim=ACT_DIM)
+    for length in (10, 6):
+        for t in range(length):
+            writer.add_step(np.full(OBS_DIM, t, np.float32), np.full(ACT_DIM, t, np.float32), 0.0,
+                            truncated=t == length - 1)
+        writer.end_episode()
+    ds = writer.close()
+    cfg = TrainConfig(algo="bc", policy="diffusion", dataset=str(ds), eval_episodes=0, progress=False,
+                      tensorboard=False, runs_dir=str(tmp_path), name="bc",
+                      bc=BCConfig(horizon=4, act_steps=4, grad_steps=1, batch_size=8,
+                                  policy_kwargs={"hidden": [16, 16, 16], "denoising_steps": 4}))
+    runner = OfflineRunner(cfg)
+    assert runner.train_frames.tolist() == list(range(0, 7)) + list(range(10, 13))
