@@ -144,6 +144,27 @@ class FPO(OnPolicyAlgorithm):
                     {"sample_generator": self.sample_generator, "pair_generator": self.pair_generator,
                      "shuffle_generator": torch.Generator().manual_seed(seed + 1)})
 
+    # ---- checkpoints --------------------------------------------------------------------------------------------
+    def flow_scales(self) -> dict[str, float]:
+        return {"output_scale": float(self.policy.output_scale), "noise_scale": float(self.policy.noise_scale)}
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "flow_scales": self.flow_scales()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume: the run's flow must have the scales it was trained with. A run written before the scales were
+        part of the forward pass (no ``flow_scales``: its weights carry the old init-time ×0.25) resumed with
+        ``output_scale`` 0.25 would scale its velocities twice — refused, naming the fix."""
+        from stack.checkpoint import CheckpointError
+
+        saved = state.get("flow_scales", {"output_scale": 1.0, "noise_scale": 1.0})
+        if saved != self.flow_scales():
+            hint = (" (a run from before output_scale became a forward-pass multiplier: its weights already carry it;"
+                    " resume with --fpo.output-scale 1 --fpo.noise-scale 1)" if "flow_scales" not in state else "")
+            raise CheckpointError(f"the checkpoint's flow was trained with {saved}; this run's flow has "
+                                  f"{self.flow_scales()}{hint}")
+        super().load_state_dict(state)
+
     # ---- acting (the collector's Agent protocol) ----------------------------------------------------------------
     def extras_spec(self) -> dict[str, tuple[int, ...]]:
         p, n = self.policy, self.cfg.n_mc

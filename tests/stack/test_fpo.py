@@ -378,3 +378,17 @@ def test_bench_writes_learning_curves_against_env_steps_and_wall_clock(tmp_path)
     assert rows[0] == ["task", "method", "seed", "env_steps", "train_s", "eval_return"]
     assert len(rows) == 1 + 2 * 3 * 2 and {r[1] for r in rows[1:]} == {"fpo", "fpo++", "ppo"}
     assert (tmp_path / "curves" / "curves_reach.png").stat().st_size > 0
+
+
+def test_resuming_a_run_from_before_the_forward_pass_output_scale_is_refused_with_the_fix():
+    from stack.checkpoint import CheckpointError
+
+    algo = make_algo(TrainConfig(algo="fpo", fpo=FPOConfig(hidden=(8, 8), critic_hidden=(8,))), 4, 2)
+    state = algo.state_dict()
+    algo.load_state_dict(state)  # the same scales: fine
+    old = {k: v for k, v in state.items() if k != "flow_scales"}  # a trainer state written before the scales
+    with pytest.raises(CheckpointError, match="output-scale 1"):
+        algo.load_state_dict(old)
+    legacy = make_algo(TrainConfig(algo="fpo", fpo=FPOConfig(hidden=(8, 8), critic_hidden=(8,), output_scale=1.0)),
+                       4, 2)
+    legacy.load_state_dict({**old, **{k: v for k, v in legacy.state_dict().items() if k != "flow_scales"}})
