@@ -42,23 +42,38 @@ class Budget:
     bc_grad_steps: int
     """BC gradient steps (both policy families)."""
     finetune_steps: int
-    """Env steps of each fine-tuning run."""
+    """Env steps of each fine-tuning run (critic warm-up iterations included)."""
     num_envs: int
     """Parallel envs of the fine-tuning runs."""
     rollout_steps: int
     """Decisions per env per iteration (each executes 4 env steps)."""
     dppo_batch: int
-    """DPPO minibatch in (env step × denoising step) pairs: rollout_steps·num_envs·K′/4 gives 4 minibatches."""
+    """DPPO minibatch in (env step × denoising step) pairs."""
+    critic_warmup_itr: int
+    """Critic-only iterations before the first actor update (rollouts of the pretrained policy)."""
+    critic_warmup_epochs: int
+    """Epochs of value regression over the decisions of each critic-only iteration."""
     eval_every: int
-    """Evaluate every this many env steps during fine-tuning (the curve)."""
+    """Evaluate every this many env steps during fine-tuning (the learning curve)."""
+    curve_episodes: int
+    """Episodes of each evaluation on the curve (the runner's; its seeds are the same at every point)."""
     eval_episodes: int
-    """Episodes of each before/after evaluation (same seeds for every policy)."""
+    """Episodes of the paired before/after evaluation (same env seeds and the same noise for both policies)."""
 
 
-FULL = Budget(expert_steps=400_000, demo_episodes=100, bc_grad_steps=20_000, finetune_steps=1_000_000, num_envs=8,
-              rollout_steps=250, dppo_batch=5_000, eval_every=100_000, eval_episodes=20)
-QUICK = Budget(expert_steps=100_000, demo_episodes=20, bc_grad_steps=2_000, finetune_steps=64_000, num_envs=8,
-               rollout_steps=125, dppo_batch=2_500, eval_every=16_000, eval_episodes=20)
+# Update-to-data ratio. The reference (cfg/gym/finetune/hopper-v2/ft_ppo_diffusion_mlp.yaml) collects 40 envs × 500
+# decisions = 20,000 decisions (80k env steps) per iteration and takes 5 epochs × (20,000·K′ / 5,000) = 200 minibatch
+# steps of 5,000 pairs: 0.01 actor steps per decision, each pair seen 5 times, at lr 1e-4 / clip 0.01. Scaled down
+# here by keeping the *minibatch size* (5,000 pairs) and the epochs, so the number of minibatches shrinks with the data
+# (quick: 2,000 decisions → 4 minibatches × 5 epochs = 20 steps per iteration): the same steps per decision and the same
+# gradient noise per step as the reference, at its learning rate and clip. (The earlier bench kept 4 minibatches of
+# 2,500 on 1,000 decisions: twice the reference's steps per decision, each on half its evidence.)
+FULL = Budget(expert_steps=400_000, demo_episodes=100, bc_grad_steps=20_000, finetune_steps=1_000_000, num_envs=16,
+              rollout_steps=250, dppo_batch=5_000, critic_warmup_itr=2, critic_warmup_epochs=20, eval_every=100_000,
+              curve_episodes=20, eval_episodes=100)
+QUICK = Budget(expert_steps=100_000, demo_episodes=20, bc_grad_steps=2_000, finetune_steps=160_000, num_envs=16,
+               rollout_steps=125, dppo_batch=5_000, critic_warmup_itr=1, critic_warmup_epochs=20, eval_every=40_000,
+               curve_episodes=10, eval_episodes=50)
 
 HORIZON = ACT_STEPS = 4
 FLOW_STEPS = 5
@@ -72,7 +87,8 @@ def ensure_bc(kind: str, dataset: Path, grad_steps: int, runs_dir: str, seed: in
     from stack.config import BCConfig, TrainConfig
     from stack.train import train
 
-    name = f"bench-dppo-bc-{kind}-{Path(dataset).name}-{grad_steps}-s{seed}"
+    # "cw": trained on complete chunk windows only (stack.runners.offline); older caches padded them and are not reused.
+    name = f"bench-dppo-bc-cw-{kind}-{Path(dataset).name}-{grad_steps}-s{seed}"
     path = Path(runs_dir) / name
     if checkpoint.is_current(path):
         meta = checkpoint.read_meta(path)
@@ -97,13 +113,16 @@ def finetune_config(algo: str, task: str, bc_dir: Path, budget: Budget, runs_dir
     from stack.config import DPPOConfig, EnvConfig, FPOConfig, TrainConfig
     from stack.runs import default_run_name
 
+    # Fine-tuning (init_from) scales rewards per rollout (OnPolicyConfig.reward_scaling "auto"), as the reference.
     common = dict(algo=algo, init_from=str(bc_dir), seed=seed, device=device, total_env_steps=budget.finetune_steps,
                   env=EnvConfig(task=task, num_envs=budget.num_envs), eval_every=budget.eval_every,
-                  eval_episodes=budget.eval_episodes, checkpoint_every=0, runs_dir=runs_dir, progress=progress,
+                  eval_episodes=budget.curve_episodes, checkpoint_every=0, runs_dir=runs_dir, progress=progress,
                   name=default_run_name(f"bench-{algo}", task))
     if algo == "dppo":
-        return TrainConfig(policy="diffusion", dppo=DPPOConfig(act_steps=ACT_STEPS, rollout_steps=budget.rollout_steps,
-                                                               batch_size=budget.dppo_batch), **common)
+        dppo = DPPOConfig(act_steps=ACT_STEPS, rollout_steps=budget.rollout_steps, batch_size=budget.dppo_batch,
+                          n_critic_warmup_itr=budget.critic_warmup_itr,
+                          critic_warmup_epochs=budget.critic_warmup_epochs)
+        return TrainConfig(policy="diffusion", dppo=dppo, **common)
     fpo = FPOConfig(variant="fpo++", act_steps=ACT_STEPS, rollout_steps=budget.rollout_steps, lr=1e-4, critic_lr=1e-3,
                     update_epochs=5, num_minibatches=4, max_grad_norm=1.0)
     return TrainConfig(policy="flow", fpo=fpo, **common)
@@ -114,49 +133,152 @@ def _rows(run_dir: Path) -> list[dict]:
         return [{k: float(v) for k, v in r.items() if v not in (None, "")} for r in csv.DictReader(f)]
 
 
+# ---- paired evaluation ----------------------------------------------------------------------------------------------
+def paired_controller(path: Path, seed: int):
+    """A ``PolicyController`` of the checkpoint at ``path`` whose noise is drawn per env slot, from a generator seeded
+    with ``seed + slot``: env i's j-th chunk gets the same noise whichever policy acts and however the other episodes
+    run (the shared generator of ``PolicyController`` hands noise to whichever slots plan together, so two policies
+    whose episodes end at different times would see different noise)."""
+    import torch
+
+    from stack.controller import PolicyController
+
+    class PerSlotNoise(PolicyController):
+        def reset(self) -> None:
+            super().reset()
+            self._gens: dict[int, torch.Generator] = {}
+            self._planning: list[int] = []
+
+        def act_batch(self, obs, slots):
+            slots = list(slots)
+            self._planning = [s for s in slots if not self._queue.get(s)]  # the slots the parent will plan
+            return super().act_batch(obs, slots)
+
+        def _noise(self, b: int):
+            parts = []
+            for s in self._planning:
+                if s not in self._gens:
+                    self._gens[s] = torch.Generator().manual_seed(self.seed + s)
+                self.generator = self._gens[s]
+                parts.append(super()._noise(1))
+            return None if parts[0] is None else torch.cat(parts)
+
+    ctrl = PerSlotNoise.from_checkpoint(path, act_steps=ACT_STEPS, seed=seed)
+    ctrl.reset()
+    return ctrl
+
+
+def paired_returns(path: Path, task: str, episodes: int, seed: int) -> list[float]:
+    """Per-episode returns of the checkpoint at ``path`` on env seeds ``seed … seed + episodes − 1``, slot i's noise
+    from generator ``seed + i`` (``paired_controller``)."""
+    from stack.evaluate import evaluate
+
+    return evaluate(paired_controller(path, seed), task, episodes, seed)["returns"]
+
+
+def paired_improvement(before: list[float], after: list[float]) -> dict:
+    """Relative improvement (after − before)/|before| of the means and its standard error from the paired per-episode
+    differences (std(d, ddof=1)/√n, divided by |mean before|)."""
+    import numpy as np
+
+    b, a = np.asarray(before), np.asarray(after)
+    d = a - b
+    scale = abs(b.mean())
+    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+    return {"improvement": float(d.mean() / scale), "improvement_paired_se": se / scale,
+            "gain": float(d.mean()), "gain_se": se,
+            "return_before_se": float(b.std(ddof=1) / np.sqrt(len(b))) if len(b) > 1 else float("nan"),
+            "return_after_se": float(a.std(ddof=1) / np.sqrt(len(a))) if len(a) > 1 else float("nan")}
+
+
+# ---- fine-tuning ----------------------------------------------------------------------------------------------------
 def finetune(algo: str, task: str, bc_dir: Path, budget: Budget, runs_dir: str, seed: int, device: str,
              progress: bool) -> dict:
-    """Evaluate the BC policy on the seeds the runner evaluates on, fine-tune with the shared runner (its final
-    evaluation is the "after"), and read the curve from metrics.csv."""
-    from stack.controller import PolicyController
-    from stack.evaluate import evaluate
-    from stack.runners import eval_seed
+    """Fine-tune with the shared runner from the BC run, evaluate the BC and the final checkpoint paired
+    (``paired_returns``, env seeds from ``eval_seed(seed) + 50_000``: none of the runner's curve evaluations), and read
+    the learning curve from metrics.csv."""
+    from stack.config import eval_seed
     from stack.train import train
 
-    before = evaluate(PolicyController.from_checkpoint(bc_dir, act_steps=ACT_STEPS, seed=eval_seed(seed)), task,
-                      budget.eval_episodes, eval_seed(seed))
+    seed_eval = eval_seed(seed) + 50_000
     t0 = time.perf_counter()
+    before = paired_returns(bc_dir, task, budget.eval_episodes, seed_eval)
+    t1 = time.perf_counter()
     run_dir = Path(train(finetune_config(algo, task, bc_dir, budget, runs_dir, seed, device, progress)))
-    wall = time.perf_counter() - t0
+    t2 = time.perf_counter()
+    after = paired_returns(run_dir, task, budget.eval_episodes, seed_eval)
+    t3 = time.perf_counter()
     rows = _rows(run_dir)
-    train_s, curve = 0.0, [{"env_steps": 0, "train_s": 0.0, "eval_return": before["return_mean"]}]
+    train_s = 0.0
+    curve = []
     for r in rows:
         train_s += r.get("rollout_s", 0.0) + r.get("update_s", 0.0)
         if "eval_return" in r:
-            curve.append({"env_steps": int(r["env_steps"]), "train_s": round(train_s, 1),
-                          "eval_return": r["eval_return"]})
-    # Returns of the training episodes (exploration noise on): many more episodes than an evaluation, so a steadier
-    # trend; first and last three iterations.
+            curve.append({"seed": seed, "env_steps": int(r["env_steps"]), "train_s": round(train_s, 1),
+                          "wall_s": round(r.get("time_s", float("nan")), 1), "eval_return": r["eval_return"],
+                          "eval_episodes": budget.curve_episodes})
+    # The curve starts at the pretrained policy (the paired evaluation's "before", more episodes than the curve's).
+    curve.insert(0, {"seed": seed, "env_steps": 0, "train_s": 0.0, "wall_s": 0.0,
+                     "eval_return": sum(before) / len(before), "eval_episodes": budget.eval_episodes})
     train_returns = [r["train_return"] for r in rows if "train_return" in r]
-    final = rows[-1]
-    env_steps = int(final["env_steps"])
-    gain = final["eval_return"] - before["return_mean"]
-    return {"return_before": before["return_mean"], "return_before_std": before["return_std"],
-            "return_after": final["eval_return"], "return_after_std": final["eval_return_std"], "improvement": gain,
-            "env_steps": env_steps, "improvement_per_1k_env_steps": 1000 * gain / env_steps,
-            "improvement_per_train_s": gain / train_s if train_s else float("nan"), "train_s": round(train_s, 1),
-            "wall_s": round(wall, 1), "steps_per_train_s": env_steps / train_s if train_s else float("nan"),
+    env_steps = int(rows[-1]["env_steps"])
+    mean_b, mean_a = sum(before) / len(before), sum(after) / len(after)
+    imp = paired_improvement(before, after)
+    return {"return_before": mean_b, "return_after": mean_a, **imp, "env_steps": env_steps,
+            "improvement_per_1k_env_steps": 1000 * imp["gain"] / env_steps,
+            "improvement_per_train_s": imp["gain"] / train_s if train_s else float("nan"), "train_s": round(train_s, 1),
+            "finetune_wall_s": round(t2 - t1, 1), "eval_s": round(t1 - t0 + t3 - t2, 1),
+            "steps_per_train_s": env_steps / train_s if train_s else float("nan"),
             "train_return_start": sum(train_returns[:3]) / max(1, len(train_returns[:3])),
             "train_return_end": sum(train_returns[-3:]) / max(1, len(train_returns[-3:])),
+            "returns_before": before, "returns_after": after, "eval_seed": seed_eval,
             "curve": curve, "run_dir": str(run_dir), "bc_run_dir": str(bc_dir)}
 
 
+def write_curves(out_dir: Path, curves: dict[str, list[dict]], title: str) -> tuple[Path, Path]:
+    """curves.csv (method, seed, env_steps, train_s, wall_s, eval_return) and curves.png (return against env steps
+    and against training wall-clock, one line per method and seed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path, png_path = out_dir / "curves.csv", out_dir / "curves.png"
+    fields = ["method", "seed", "env_steps", "train_s", "wall_s", "eval_return", "eval_episodes"]
+    with open(csv_path, "w", newline="") as f:
+        w = csv.DictWriter(f, fields)
+        w.writeheader()
+        for method, rows in curves.items():
+            for r in rows:
+                w.writerow({"method": method, **r})
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for method, rows in curves.items():
+        for seed in sorted({r["seed"] for r in rows}):
+            pts = [r for r in rows if r["seed"] == seed]
+            label = f"{method} s{seed}"
+            axes[0].plot([r["env_steps"] for r in pts], [r["eval_return"] for r in pts], marker="o", label=label)
+            axes[1].plot([r["train_s"] for r in pts], [r["eval_return"] for r in pts], marker="o", label=label)
+    axes[0].set_xlabel("env steps")
+    axes[1].set_xlabel("training wall-clock s (rollouts + updates)")
+    axes[0].set_ylabel("evaluation return")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+    return csv_path, png_path
+
+
 def run(task: str = "hopper", quick: bool = False, device: str = "cpu", runs_dir: str = "runs", seed: int = 1,
-        progress: bool = True, fpo: bool = True) -> dict:
-    """The benchmark (see the module docstring); returns the dict the CLI prints as JSON."""
+        progress: bool = True, fpo: bool | None = None) -> dict:
+    """The benchmark for one training seed (see the module docstring; the CLI runs it per seed through
+    ``stack.bench.over_seeds``); returns the dict the CLI prints as JSON. ``fpo``: fine-tune FPO++ beside it
+    (default: in full mode only)."""
     from stack.bench.bc import _expert_steps_done, ensure_demos, ensure_expert
 
     budget = QUICK if quick else FULL
+    fpo = not quick if fpo is None else fpo
     t0 = time.perf_counter()
     expert_name = f"bench-expert-{task}"
     if quick and _expert_steps_done(Path(runs_dir) / expert_name) < budget.expert_steps:
@@ -168,12 +290,19 @@ def run(task: str = "hopper", quick: bool = False, device: str = "cpu", runs_dir
     diffusion_bc = ensure_bc("diffusion", demos, budget.bc_grad_steps, runs_dir, seed, device, progress)
     t2 = time.perf_counter()
     dppo = finetune("dppo", task, diffusion_bc, budget, runs_dir, seed, device, progress)
+    out_dir = Path(runs_dir) / f"bench-dppo-{task}{'-quick' if quick else ''}"
+    # improvement_se comes before improvement: over several seeds ``over_seeds`` writes the across-seed standard error
+    # of ``improvement`` to ``improvement_se``, after (so over) the mean of the per-seed paired ones.
     out = {"task": task, "quick": quick, "device": device, "env_steps": dppo["env_steps"],
            "return_before": dppo["return_before"], "return_after": dppo["return_after"],
+           "improvement_se": dppo["improvement_paired_se"], "improvement": dppo["improvement"],
+           "improvement_paired_se": dppo["improvement_paired_se"], "gain": dppo["gain"], "gain_se": dppo["gain_se"],
+           "eval_episodes": budget.eval_episodes,
            "improvement_per_1k_env_steps": dppo["improvement_per_1k_env_steps"],
            "improvement_per_train_s": dppo["improvement_per_train_s"],
            "dppo": {**dppo, "denoising_steps": 20, "ft_denoising_steps": 10, "bc_s": round(t2 - t1, 1)},
            "budget": dataclasses.asdict(budget), "demos": str(demos), "expert_s": round(t1 - t0, 1)}
+    curves = {"dppo": dppo["curve"]}
     if fpo:
         t3 = time.perf_counter()
         flow_bc = ensure_bc("flow", demos, budget.bc_grad_steps, runs_dir, seed, device, progress)
@@ -181,8 +310,11 @@ def run(task: str = "hopper", quick: bool = False, device: str = "cpu", runs_dir
         out["fpo"] = {**finetune("fpo", task, flow_bc, budget, runs_dir, seed, device, progress),
                       "variant": "fpo++", "denoising_steps": FLOW_STEPS, "bc_s": round(t4 - t3, 1)}
         out["flow_matches_or_beats_dppo"] = out["fpo"]["return_after"] >= dppo["return_after"]
+        curves["fpo++"] = out["fpo"]["curve"]
+    csv_path, png_path = write_curves(out_dir / f"s{seed}", curves, f"bench dppo {task} (seed {seed})")
+    out.update(curves_csv=str(csv_path), curves_png=str(png_path), out_dir=str(out_dir))
     out["wall_s"] = round(time.perf_counter() - t0, 1)
-    (Path(dppo["run_dir"]) / "bench.json").write_text(json.dumps(out, indent=2) + "\n")
+    (out_dir / f"s{seed}" / "bench.json").write_text(json.dumps(out, indent=2) + "\n")
     return out
 
 
@@ -195,9 +327,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--runs-dir", default="runs")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--no-fpo", action="store_true", help="DPPO only")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--fpo", dest="fpo", action="store_true", default=None, help="FPO++ beside DPPO (default: full)")
+    g.add_argument("--no-fpo", dest="fpo", action="store_false", help="DPPO only")
     args = p.parse_args(argv)
-    print(json.dumps(run(args.task, args.quick, args.device, args.runs_dir, args.seed, fpo=not args.no_fpo)))
+    print(json.dumps(run(args.task, args.quick, args.device, args.runs_dir, args.seed, fpo=args.fpo)))
     return 0
 
 
