@@ -81,17 +81,25 @@ class OnPolicyAlgorithm:
         self.optimizers = optimizers
         self.generators = generators
         groups = [g for opt in optimizers.values() for g in opt.param_groups]
+        # Each group anneals in proportion to the first: its ratio to the first group's rate. A first rate of 0 (a
+        # fine-tune that must not move the actor) leaves the other groups at their own rates, annealed the same way.
         base = groups[0]["lr"]
-        self._lr_groups = [(g, g["lr"] / base) for g in groups]
+        self._lr_groups = [(g, g["lr"] / base if base else g["lr"]) for g in groups]
+        self._base_lr_zero = base == 0
 
     # ---- learning-rate schedule -------------------------------------------------------------------------------------
     @property
     def learning_rate(self) -> float:
         return float(self._lr_groups[0][0]["lr"])
 
-    def set_learning_rate(self, lr: float) -> None:
-        for group, ratio in self._lr_groups:
-            group["lr"] = lr if ratio == 1.0 else lr * ratio
+    def set_learning_rate(self, lr: float, fraction: float | None = None) -> None:
+        """The first group's rate ← ``lr``, the others keep their ratio to it; where the first rate was 0, the others
+        get ``fraction`` (of the run left, the runner's anneal factor) × their own initial rate."""
+        for i, (group, ratio) in enumerate(self._lr_groups):
+            if self._base_lr_zero:
+                group["lr"] = 0.0 if i == 0 else ratio * (1.0 if fraction is None else fraction)
+            else:
+                group["lr"] = lr if ratio == 1.0 else lr * ratio
 
     # ---- returns ----------------------------------------------------------------------------------------------------
     @torch.no_grad()

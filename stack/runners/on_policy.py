@@ -146,7 +146,8 @@ class OnPolicyRunner(Runner):
         try:
             while self.steps < total:
                 if p.anneal_lr:
-                    self.algo.set_learning_rate(self.base_lr * max(0.0, 1.0 - self.steps / total))
+                    frac = max(0.0, 1.0 - self.steps / total)
+                    self.algo.set_learning_rate(self.base_lr * frac, frac)
                 lr = self.algo.learning_rate
                 t0 = time.perf_counter()
                 stats = self.collector.collect(self.algo, self.storage)

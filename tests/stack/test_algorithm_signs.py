@@ -446,9 +446,6 @@ def _bc_then_finetune(tmp_path, demos, algo: str, **section_kw) -> tuple[list[fl
     return returns(bc), returns(ft)
 
 
-@pytest.mark.xfail(strict=True, raises=ZeroDivisionError,
-                   reason="OnPolicyAlgorithm._setup divides every parameter group's rate by the first group's: a "
-                          "learning rate of 0 raises ZeroDivisionError at construction (stack/algos/on_policy.py)")
 @pytest.mark.parametrize("algo", ["dppo", "fpo"])
 def test_finetuning_with_learning_rate_zero_reproduces_the_bc_evaluation(tmp_path, point_mass_demos, algo):
     lr = {"actor_lr": 0.0, "critic_lr": 0.0} if algo == "dppo" else {"lr": 0.0, "critic_lr": 0.0}

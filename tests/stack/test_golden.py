@@ -2,22 +2,21 @@
 
 ``golden/ppo_hopper_metrics.csv`` was written by this test's ``_cfg`` (hopper, real MuJoCo physics, 3 iterations,
 a checkpoint and two evaluations) on the code before ``stack/runners`` existed. Every column but the timing ones
-must match: bit for bit on a CPU with the capability it was recorded on (AVX512), to float32 precision elsewhere
-(another SIMD path may order a reduction differently). Regenerate only for a deliberate change of PPO's behaviour.
+must match to float32 precision: not bit for bit, because two CPUs of the same SIMD capability (AVX512) were seen to
+order a reduction differently (policy_loss −0.0025103842 against −0.0025103856). Any change of behaviour (a skipped
+epoch, another seed stream) moves the metrics far more than that. Regenerate only for a deliberate change of PPO's
+behaviour.
 """
 
 import csv
 from pathlib import Path
 
 import pytest
-import torch
-
 from stack.config import EnvConfig, PPOConfig, TrainConfig
 from stack.runners import TIMING_KEYS
 from stack.train import train
 
 GOLDEN = Path(__file__).parent / "golden" / "ppo_hopper_metrics.csv"
-RECORDED_ON = "AVX512"
 
 
 def _cfg(tmp_path) -> TrainConfig:
@@ -36,10 +35,6 @@ def test_ppo_metrics_match_the_run_recorded_before_the_restructuring(tmp_path):
     got = _rows(train(_cfg(tmp_path)) / "metrics.csv")
     want = _rows(GOLDEN)
     assert [r.keys() for r in got] == [r.keys() for r in want]
-    exact = torch.backends.cpu.get_cpu_capability() == RECORDED_ON
     for g, w in zip(got, want):
         for key in w:
-            if exact:
-                assert g[key] == w[key], (w["env_steps"], key, g[key], w[key])
-            else:
-                assert g[key] == pytest.approx(w[key], rel=1e-4, abs=1e-6), (w["env_steps"], key)
+            assert g[key] == pytest.approx(w[key], rel=1e-4, abs=1e-6), (w["env_steps"], key, g[key], w[key])
