@@ -159,6 +159,17 @@ class HoistedDenoiser:
 
 # ---- what gets exported --------------------------------------------------------------------------------------------
 @dataclass
+class DeltaTargets:
+    """How a delta action becomes an absolute joint target: ``clip(q + scale · clip(a, −1, 1), low, high)`` with
+    ``q`` the observation's ``joint_pos`` segment (at ``joint_offset``, raw units, newest observation step)."""
+
+    joint_offset: int
+    scale: float
+    joint_low: np.ndarray
+    joint_high: np.ndarray
+
+
+@dataclass
 class ExportSpec:
     """Everything beside the network that the graph and its metadata need."""
 
@@ -169,12 +180,31 @@ class ExportSpec:
     action_high: np.ndarray
     action_mode: str
     """'minmax': policy space [-1, 1] → [low, high]; 'raw': the policy acts in env units (clamped to bounds)."""
+    delta: DeltaTargets | None = None
+    """A policy trained on delta joint targets: the graph adds them to the observed joint positions, so the robot
+    receives absolute targets (``sim.tasks.arm.delta_to_absolute``)."""
 
-    def to_env_torch(self, a: torch.Tensor) -> torch.Tensor:
+    def to_env_torch(self, a: torch.Tensor, obs: torch.Tensor | None = None) -> torch.Tensor:
         low, high = torch.as_tensor(self.action_low).to(a), torch.as_tensor(self.action_high).to(a)
         if self.action_mode == "minmax":
-            return (high + low) / 2 + a.clamp(-1, 1) * (high - low) / 2
-        return torch.minimum(torch.maximum(a, low), high)
+            a = (high + low) / 2 + a.clamp(-1, 1) * (high - low) / 2
+        else:
+            a = torch.minimum(torch.maximum(a, low), high)
+        if self.delta is None:
+            return a
+        d = self.delta
+        q = obs[:, -1:, d.joint_offset: d.joint_offset + a.shape[-1]]
+        jlo, jhi = torch.as_tensor(d.joint_low).to(a), torch.as_tensor(d.joint_high).to(a)
+        return torch.minimum(torch.maximum(q + d.scale * a.clamp(-1, 1), jlo), jhi)
+
+    @property
+    def robot_low(self) -> np.ndarray:
+        """Bounds of what the graph outputs (robot units)."""
+        return np.asarray(self.delta.joint_low if self.delta else self.action_low)
+
+    @property
+    def robot_high(self) -> np.ndarray:
+        return np.asarray(self.delta.joint_high if self.delta else self.action_high)
 
     def normalize_torch(self, obs: torch.Tensor) -> torch.Tensor:
         x = (obs - torch.as_tensor(self.obs_mean).to(obs)) / torch.as_tensor(self.obs_std).to(obs)
@@ -193,7 +223,25 @@ def _emit_obs(g: Graph, policy, spec: ExportSpec) -> str:
 
 
 def _emit_action(g: Graph, x: str, spec: ExportSpec, horizon: int, act_dim: int, clip_policy_space: bool) -> str:
-    """Policy-space chunk [B, H·A] → robot units [B, H, A], clamped to the action bounds."""
+    """Policy-space chunk [B, H·A] → robot units [B, H, A], clamped to the action bounds (for a delta policy: the
+    delta added to the observed joint positions, clamped to the joint limits)."""
+    if spec.delta is not None:
+        delta = _emit_env_action(g, x, spec, horizon, act_dim, clip_policy_space, out=None)
+        d = spec.delta
+        last = g.op("Slice", ["obs", g.const_i64([-1]), g.const_i64([np.iinfo(np.int64).max]), g.const_i64([1])],
+                    "obs_last")
+        q = g.op("Slice", [last, g.const_i64([d.joint_offset]), g.const_i64([d.joint_offset + act_dim]),
+                           g.const_i64([2])], "joint_pos")
+        target = g.op("Add", [q, g.op("Mul", [g.clip(delta, -1.0, 1.0), g.const(np.float32(d.scale), "delta_scale")])],
+                      "target")
+        low, high = np.asarray(d.joint_low, np.float32), np.asarray(d.joint_high, np.float32)
+        return g.op("Max", [g.op("Min", [target, g.const(high, "hi")]), g.const(low, "lo")], out="action")
+    return _emit_env_action(g, x, spec, horizon, act_dim, clip_policy_space, out="action")
+
+
+def _emit_env_action(g: Graph, x: str, spec: ExportSpec, horizon: int, act_dim: int, clip_policy_space: bool,
+                     out: str | None) -> str:
+    """Policy-space chunk [B, H·A] → the env's action units [B, H, A], clamped to the env's action bounds."""
     low, high = np.tile(spec.action_low, horizon), np.tile(spec.action_high, horizon)
     if spec.action_mode == "minmax":
         if clip_policy_space:
@@ -201,7 +249,7 @@ def _emit_action(g: Graph, x: str, spec: ExportSpec, horizon: int, act_dim: int,
         x = g.op("Add", [g.op("Mul", [x, g.const((high - low) / 2, "half")]), g.const((high + low) / 2, "center")])
     else:
         x = g.clip(x, low, high)
-    return g.op("Reshape", [x, g.const_i64([-1, horizon, act_dim])], out="action")
+    return g.op("Reshape", [x, g.const_i64([-1, horizon, act_dim])], "env_action", out=out)
 
 
 def _noise_slice(g: Graph, noise: str, index: int, chunk: int) -> str:
@@ -304,7 +352,7 @@ def torch_reference(policy, spec: ExportSpec, obs: torch.Tensor, noise: torch.Te
         else:
             a = policy.act(x, noise=noise, deterministic=not opts["stochastic"], sampler=opts["sampler"],
                            ddim_steps=opts["ddim_steps"], eta=opts["eta"], net_for_step=opts.get("net_for_step"))
-    return spec.to_env_torch(a)
+    return spec.to_env_torch(a, obs)
 
 
 # ---- export --------------------------------------------------------------------------------------------------------
@@ -353,8 +401,8 @@ def export_policy(policy, spec: ExportSpec, out: str | Path, metadata: dict[str,
         "r2s_version": stack.__version__, "obs_dim": str(policy.obs_dim), "obs_steps": str(policy.obs_steps),
         "act_dim": str(policy.act_dim), "horizon": str(policy.horizon), "act_steps": str(policy.act_steps),
         "policy_type": policy.kind, "denoising_steps": str(denoising_steps), "noise_shape": json.dumps(noise_shape),
-        "action_low": json.dumps(np.asarray(spec.action_low, float).tolist()),
-        "action_high": json.dumps(np.asarray(spec.action_high, float).tolist()),
+        "action_low": json.dumps(np.asarray(spec.robot_low, float).tolist()),
+        "action_high": json.dumps(np.asarray(spec.robot_high, float).tolist()),
         "content_hash": digest,
     }
     props.setdefault("run_id", "")
@@ -404,6 +452,26 @@ def export_spec_from_normalization(norm: dict) -> ExportSpec:
     return ExportSpec(mean, std, clip, np.asarray(act["low"]), np.asarray(act["high"]), act["mode"])
 
 
+def delta_targets(task_name: str, task_kwargs: dict | None) -> DeltaTargets | None:
+    """The delta → absolute conversion of a task trained with ``action_mode="delta"`` (``None`` otherwise)."""
+    if (task_kwargs or {}).get("action_mode", "absolute") != "delta":
+        return None
+    from sim.registry import make_task
+
+    env = make_task(task_name, **task_kwargs)
+    try:
+        offset = 0
+        for seg in env.obs_layout:
+            if seg.name == "joint_pos":
+                break
+            offset += seg.size
+        else:
+            raise ExportError(f"export: task {task_name!r} has delta actions but no joint_pos observation segment")
+        return DeltaTargets(offset, env.delta_scale, env.joint_low.copy(), env.joint_high.copy())
+    finally:
+        env.close()
+
+
 def robot_metadata(task_name: str, task_kwargs: dict | None = None) -> dict[str, str]:
     """Robot spec + observation layout + action names of a task, as metadata strings."""
     from robots.spec import obs_layout_to_json
@@ -430,6 +498,7 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, **opts) -> di
         raise ExportError(f"export: {e}") from e
     policy = ckpt.module("policy")
     spec = export_spec_from_normalization(ckpt.normalization)
+    spec.delta = delta_targets(ckpt.task, ckpt.task_kwargs)
     meta = robot_metadata(ckpt.task, ckpt.task_kwargs)
     meta["run_id"] = run_dir.name
     return export_policy(policy, spec, out or run_dir / "policy.onnx", meta, **opts)

@@ -2,6 +2,8 @@
 
 Actions are absolute joint-position targets (rad) for the 6 position servos, in the spec's joint order; the action
 space is the joints' position limits and a finite action outside it is clipped (``MujocoTask`` checks and clips).
+With ``action_mode="delta"`` the action is in [−1, 1]⁶ and moves the target at most ``delta_scale`` rad per step
+from the measured joint positions (``delta_to_absolute``); the action-rate penalty is on the joint target either way.
 One action holds for ``frame_skip`` = 25 physics steps of 2 ms: 20 Hz, the spec's control rate.
 
 After the physics step the kinematics are refreshed (``mj_kinematics``), so ``ee_pos`` in the observation is exactly
@@ -27,6 +29,23 @@ from robots.spec import RobotSpec
 from sim.core import DomainRandomization, MujocoTask
 
 
+ACTION_MODES = ("absolute", "delta")
+"""``absolute``: the action is the joint-position target (rad). ``delta``: the action in [−1, 1]⁶ moves the target
+from the measured joint positions by at most ``delta_scale`` rad per control step — a feedback-shaped action that RL
+learns much faster; the robot still receives absolute targets (the exported policy converts, see ``stack.export``)."""
+
+
+def delta_to_absolute(joint_pos, action, scale: float, low, high) -> np.ndarray:
+    """A delta action → the absolute joint target it stands for: ``clip(q + scale · clip(a, −1, 1), low, high)``.
+    The one formula training, export and the robot runtime share."""
+    return np.clip(np.asarray(joint_pos) + scale * np.clip(action, -1.0, 1.0), low, high)
+
+
+def absolute_to_delta(joint_pos, target, scale: float) -> np.ndarray:
+    """The delta action that moves toward ``target`` from ``joint_pos`` (saturated at ±1)."""
+    return np.clip((np.asarray(target) - np.asarray(joint_pos)) / scale, -1.0, 1.0)
+
+
 @cache
 def _shared_model(scene: str) -> mujoco.MjModel:
     """One compiled model per scene and process, shared read-only by unrandomised envs."""
@@ -44,8 +63,8 @@ class ArmTask(MujocoTask):
         self,
         randomization: DomainRandomization | dict | None = None,
         render_mode: str | None = None,
-        width: int = 320,
-        height: int = 240,
+        width: int = 640,
+        height: int = 480,
         camera: str | int | None = "overview",
         max_episode_steps: int = 100,
         reward_type: str = "dense",
@@ -53,7 +72,13 @@ class ArmTask(MujocoTask):
         home_noise: float = 0.05,
         success_bonus: float = 0.1,
         action_rate_weight: float = 1e-3,
+        action_mode: str = "absolute",
+        delta_scale: float = 0.1,
     ):
+        if action_mode not in ACTION_MODES:
+            raise ValueError(f"action_mode: expected one of {ACTION_MODES}, got {action_mode!r}")
+        if not delta_scale > 0:
+            raise ValueError(f"delta_scale: expected > 0 (rad per control step), got {delta_scale!r}")
         if reward_type not in ("dense", "sparse"):
             raise ValueError(f"reward_type: expected 'dense' or 'sparse', got {reward_type!r}")
         model = _shared_model(self.scene)
@@ -64,8 +89,12 @@ class ArmTask(MujocoTask):
         frame_skip = int(round(1.0 / (SO101.control_rate_hz * model.opt.timestep)))
         jids = [model.joint(n).id for n in SO101.joint_names]
         lo, hi = model.jnt_range[jids, 0], model.jnt_range[jids, 1]
+        if action_mode == "delta":
+            act_lo, act_hi = -np.ones(len(jids)), np.ones(len(jids))
+        else:
+            act_lo, act_hi = lo, hi
         super().__init__(
-            model, frame_skip, lo, hi, max_episode_steps, randomization=randomization, render_mode=render_mode,
+            model, frame_skip, act_lo, act_hi, max_episode_steps, randomization=randomization, render_mode=render_mode,
             width=width, height=height, camera=camera,
         )
         self.reward_type = reward_type
@@ -73,6 +102,8 @@ class ArmTask(MujocoTask):
         self.home_noise = float(home_noise)
         self.success_bonus = float(success_bonus)
         self.action_rate_weight = float(action_rate_weight)
+        self.action_mode = action_mode
+        self.delta_scale = float(delta_scale)
         self.home = np.array(HOME, dtype=np.float64)
         self._lo, self._hi = lo.astype(np.float64), hi.astype(np.float64)
 
@@ -88,6 +119,7 @@ class ArmTask(MujocoTask):
         self._goal = np.zeros(3)
         self._goal_marker = d.mocap_pos[m.body_mocapid[m.body("goal").id]]
         self._prev_action = self.home.copy()
+        self._target = self.home.copy()
         self._baseline_controller = None
 
     # ---- subclass hooks ------------------------------------------------------------------------------------------
@@ -113,7 +145,14 @@ class ArmTask(MujocoTask):
         self._sample_task(rng)
         self._goal_marker[:] = self._goal
 
+    def _apply_action(self, action: np.ndarray) -> None:
+        if self.action_mode == "delta":
+            action = delta_to_absolute(self._q, action, self.delta_scale, self._lo, self._hi)
+        self.data.ctrl[:] = action
+        self._target = action
+
     def _reward(self, action: np.ndarray, before: dict) -> tuple[float, bool, dict]:
+        action = self._target  # the joint target sent, in either action mode
         mujoco.mj_kinematics(self.model, self.data)
         shaped, success, info = self._task_terms()
         info["success"] = info["goal_reached"] = success
@@ -126,12 +165,25 @@ class ArmTask(MujocoTask):
         return reward, success and self.terminate_on_success, info
 
     def baseline(self, obs: np.ndarray) -> np.ndarray:
-        """The hand-written controller of ``robots.baselines`` for this task, on ``obs`` as this task returns it."""
+        """The hand-written controller of ``robots.baselines`` for this task, on ``obs`` as this task returns it, in
+        this task's action mode (a delta action where the joint target is reachable in one step, else saturated)."""
         if self._baseline_controller is None:
             self._baseline_controller = self._make_baseline()
-        return self._baseline_controller(obs)
+        target = self._baseline_controller(obs)
+        if self.action_mode == "delta":
+            return absolute_to_delta(obs[: self.home.size], target, self.delta_scale)
+        return target
 
     # ---- conveniences --------------------------------------------------------------------------------------------
+    @property
+    def joint_low(self) -> np.ndarray:
+        """The joints' position limits (rad): the bounds of an absolute target in either action mode."""
+        return self._lo.copy()
+
+    @property
+    def joint_high(self) -> np.ndarray:
+        return self._hi.copy()
+
     @property
     def goal(self) -> np.ndarray:
         return self._goal.copy()

@@ -45,8 +45,8 @@ class PushTask(ArmTask):
         self,
         randomization: DomainRandomization | dict | None = None,
         render_mode: str | None = None,
-        width: int = 320,
-        height: int = 240,
+        width: int = 640,
+        height: int = 480,
         camera: str | int | None = "overview",
         max_episode_steps: int = 150,
         reward_type: str = "dense",
@@ -55,12 +55,14 @@ class PushTask(ArmTask):
         home_noise: float = 0.05,
         success_bonus: float = 0.1,
         action_rate_weight: float = 1e-3,
+        action_mode: str = "absolute",
+        delta_scale: float = 0.1,
         ee_weight: float = 0.5,
         object_weight: float = 1.0,
     ):
         super().__init__(
             randomization, render_mode, width, height, camera, max_episode_steps, reward_type,
-            terminate_on_success, home_noise, success_bonus, action_rate_weight,
+            terminate_on_success, home_noise, success_bonus, action_rate_weight, action_mode, delta_scale,
         )
         self.success_threshold = float(success_threshold)
         self.ee_weight = float(ee_weight)

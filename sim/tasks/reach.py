@@ -46,8 +46,8 @@ class ReachTask(ArmTask):
         self,
         randomization: DomainRandomization | dict | None = None,
         render_mode: str | None = None,
-        width: int = 320,
-        height: int = 240,
+        width: int = 640,
+        height: int = 480,
         camera: str | int | None = "overview",
         max_episode_steps: int = 100,
         reward_type: str = "dense",
@@ -56,10 +56,12 @@ class ReachTask(ArmTask):
         home_noise: float = 0.05,
         success_bonus: float = 0.1,
         action_rate_weight: float = 1e-3,
+        action_mode: str = "absolute",
+        delta_scale: float = 0.1,
     ):
         super().__init__(
             randomization, render_mode, width, height, camera, max_episode_steps, reward_type,
-            terminate_on_success, home_noise, success_bonus, action_rate_weight,
+            terminate_on_success, home_noise, success_bonus, action_rate_weight, action_mode, delta_scale,
         )
         self.success_threshold = float(success_threshold)
         m = self.model

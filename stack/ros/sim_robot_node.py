@@ -179,6 +179,10 @@ class SimRobotNode(R2sNode):
             from sim.registry import make_task
 
             kwargs = json.loads(p.task_kwargs or "{}")
+            if kwargs.get("action_mode", "absolute") != "absolute":
+                # The robot contract: commands are absolute joint targets (an exported delta policy converts).
+                raise ValueError(f"task_kwargs: action_mode must be 'absolute' on the robot side, got "
+                                 f"{kwargs['action_mode']!r}")
             rand = json.loads(p.randomization or "{}")
             self.task = make_task(p.task, randomization=rand or None, **kwargs)
             if self.task.robot.name != spec.name:
