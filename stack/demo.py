@@ -1,6 +1,7 @@
 """``r2s demo``: the whole loop that exists, on the embedded default (the SO-101 arm reaching in MuJoCo).
 
-Stages so far: train a Gaussian policy with PPO in the worker pool (progress bar) → evaluate it beside the task's
+Stages so far: train a Gaussian policy with PPO in the worker pool (progress bar; delta joint targets, converted to
+absolute ones inside the exported policy) → evaluate it beside the task's
 hand-written baseline controller on the same seeds → learning-curve plot and a rollout video in the run directory →
 export it to one ONNX file (parity-checked) → run that file through the torch-free robot runtime in MuJoCo → run it
 through the ROS 2 nodes (policy → safety → sim robot, separate processes over DDS, ``r2s deploy --sim``) for a few
@@ -21,14 +22,20 @@ from stack.runs import default_run_name
 DEMO_TASK = "reach"
 
 
+DEMO_TASK_KWARGS = {"action_mode": "delta"}
+"""The policy moves each joint target at most ``delta_scale`` rad per step from the measured position (see
+``sim.tasks.arm``): PPO on absolute targets reached 2 % success at 150k steps, on delta targets 96–100 % at 300k (3
+seeds). The exported ONNX graph adds the delta to the observed joint positions: the robot receives absolute targets."""
+
+
 def demo_config(quick: bool, runs_dir: str, name: str | None) -> TrainConfig:
-    steps = 16_384 if quick else 204_800
+    steps = 40_960 if quick else 307_200
     return TrainConfig(
         algo="ppo",
         policy="gaussian",
-        env=EnvConfig(task=DEMO_TASK, num_envs=8),
-        # A 100-step goal-reaching task: shorter horizon (γ 0.95), a calmer initial policy (σ ≈ 0.37 of the joint
-        # half-range) and fewer, larger minibatches than the locomotion defaults — measured to learn faster here.
+        env=EnvConfig(task=DEMO_TASK, num_envs=8, task_kwargs=dict(DEMO_TASK_KWARGS)),
+        # A 100-step goal-reaching task: shorter horizon (γ 0.95), a calmer initial policy (σ ≈ 0.37 of the delta
+        # range) and fewer, larger minibatches than the locomotion defaults — measured to learn faster here.
         ppo=PPOConfig(rollout_steps=128, hidden=(64, 64), gamma=0.95, log_std_init=-1.0, update_epochs=5,
                       num_minibatches=8),
         total_env_steps=steps,
