@@ -1,26 +1,37 @@
-"""``r2s bench dppo``: fine-tune a BC-pretrained diffusion policy with DPPO, and a flow policy with FPO++ beside it.
+"""``r2s bench dppo``: fine-tune a BC-pretrained diffusion policy with DPPO (and, in full mode or with ``--fpo``, a flow
+policy with FPO++ beside it).
 
 Pipeline (DPPO's Gym setting, scaled to this machine; D4RL cannot be downloaded here, so the "medium" demos come from a
 partially trained PPO expert, as in ``r2s bench bc``, whose caches in ``runs/`` are reused):
 
 1. demonstrator and demos: ``stack.bench.bc.ensure_expert`` / ``ensure_demos`` (``runs/bench-expert-<task>`` and
    ``…-demos<N>``);
-2. BC pretraining on the same demos with the same gradient-step budget (cached in ``runs/bench-dppo-bc-…``):
-   diffusion — DPPO's DiffusionMLP (residual 512×3, DDPM K = 20, chunk 4); flow — ``FlowPolicy`` with 5 Euler steps;
-3. fine-tuning with the shared runner (``stack.train``, ``init_from`` the BC run) at the same env-step budget:
-   DPPO with the paper's Gym settings (K′ = 10, clip 0.01, γ_denoising 0.99, min std 0.1, actor 1e-4 / critic 1e-3,
-   5 epochs, act_steps 4) except the batch sizes (num_envs, rollout_steps, batch_size scaled down); FPO++ (per-sample
-   ratios, ASPO, clamps, zero-sampling) with the same optimiser budget (actor 1e-4 / critic 1e-3, 5 epochs × 4
-   minibatches, gradient clip 1) and the same chunk execution;
-4. evaluation before (the BC checkpoint) and after (the runner's final evaluation) on the same ``eval_episodes`` env
-   seeds (the runner's), executing 4 actions per chunk; learning curves (evaluation return against env steps and
-   training wall-clock) from the runs' metrics.
+2. BC pretraining on the same demos with the same gradient-step budget (cached in ``runs/bench-dppo-bc-cw-…``, trained
+   on complete chunk windows only): diffusion — DPPO's DiffusionMLP (residual 512×3, DDPM K = 20, chunk 4); flow —
+   ``FlowPolicy`` with 5 Euler steps;
+3. fine-tuning with the shared runner (``stack.train``, ``init_from`` the BC run): DPPO with the paper's Gym settings
+   (K′ = 10, clip 0.01, γ_denoising 0.99, min std 0.1, actor 1e-4 / critic 1e-3, 5 epochs of 5,000-pair minibatches,
+   act_steps 4, no action clamp before the log-prob, rewards scaled per rollout) on fewer envs and decisions per
+   iteration, with the number of minibatches scaled to the data (see ``FULL``/``QUICK``) and a critic warmed on the
+   pretrained policy's rollouts before the first actor step; FPO++ (per-sample ratios, ASPO, clamps, zero-sampling)
+   with actor 1e-4 / critic 1e-3, 5 epochs × 4 minibatches, gradient clip 1, the same chunk execution;
+4. paired evaluation of the BC checkpoint and the final one on the same ``eval_episodes`` env seeds with the same
+   noise (``paired_returns``), the standard error from the per-episode differences. Headline sampler: DPPO's
+   training chain (``AS_TRAINED``: std floor 0.1, draws clipped ±3) for both policies — the stochastic policy DPPO
+   optimises. Beside it (``schedule_sampler``) the checkpoint's evaluation sampler (DDPM with the schedule's stds:
+   the last step noiseless, as the reference's deterministic evaluation), under which, measured on Hopper after 160k
+   steps, the fine-tuned policy falls early (return ≈ 265) in 16–30 % of the episodes, for particular noise
+   sequences, and does not beat BC; and ``as_trained_vs_bc_schedule`` (fine-tuned as trained against BC under the
+   schedule sampler, its better one). Learning curves (the runner's
+   evaluations, return against env steps and training wall-clock) into ``runs/bench-dppo-<task>[-quick]/s<seed>/``
+   (``curves.csv``, ``curves.png``, ``bench.json``).
 
-Result: ``task``, ``env_steps``, ``return_before`` / ``return_after`` (DPPO's pretrained and fine-tuned diffusion
-policy), ``improvement_per_1k_env_steps`` and ``improvement_per_train_s`` (train_s = rollout + update time, evaluations
-excluded), the same under ``fpo``, and ``flow_matches_or_beats_dppo`` (FPO++'s fine-tuned return ≥ DPPO's, with 5
-denoising steps against DPPO's 20). Anchor: DPPO's own configs give Hopper 1439 → 3246 over 72M env steps (~100 s
-per iteration on a GPU); the budgets here are a few thousandths of that.
+Result (one training seed; the CLI aggregates several with ``stack.bench.over_seeds``, full mode seeds 1 2 3, the
+``improvement_se`` then across seeds): ``return_before`` / ``return_after`` (means over the paired episodes),
+``improvement`` = (after − before)/|before|, ``improvement_se`` (paired), ``gain`` ± ``gain_se`` (absolute),
+``improvement_per_1k_env_steps`` and ``improvement_per_train_s`` (train_s = rollout + update time, evaluations
+excluded), the same under ``fpo`` when run, and ``flow_matches_or_beats_dppo``. Anchor: DPPO's own configs give Hopper
+1439 → 3246 over 72M env steps (~100 s per iteration on a GPU); the budgets here are a few thousandths of that.
 """
 
 from __future__ import annotations
@@ -134,11 +145,27 @@ def _rows(run_dir: Path) -> list[dict]:
 
 
 # ---- paired evaluation ----------------------------------------------------------------------------------------------
-def paired_controller(path: Path, seed: int):
+AS_TRAINED = {"min_std": 0.1, "randn_clip": 3.0}
+"""DPPO's training chain (``DPPOConfig.min_sampling_denoising_std`` / ``randn_clip_value``): every step's std floored at
+0.1 (on Hopper's cosine schedule this changes only the last two steps: t = 0 from 0 to 0.1, t = 1 from 0.076) and the
+draws clipped to ±3 — the stochastic policy DPPO optimises."""
+
+
+def paired_controller(path: Path, seed: int, sampling: dict | None = None):
     """A ``PolicyController`` of the checkpoint at ``path`` whose noise is drawn per env slot, from a generator seeded
     with ``seed + slot``: env i's j-th chunk gets the same noise whichever policy acts and however the other episodes
     run (the shared generator of ``PolicyController`` hands noise to whichever slots plan together, so two policies
-    whose episodes end at different times would see different noise)."""
+    whose episodes end at different times would see different noise). ``sampling``: extra options of the diffusion
+    chain (``AS_TRAINED``); none: the checkpoint's evaluation sampler (DDPM with the schedule's stds)."""
+    ctrl = per_slot_noise_controller().from_checkpoint(path, act_steps=ACT_STEPS, seed=seed)
+    if sampling and ctrl.kind == "diffusion":
+        ctrl.sampling = {**ctrl.sampling, **sampling}  # plan() passes them on to sample_chain
+    ctrl.reset()
+    return ctrl
+
+
+def per_slot_noise_controller():
+    """The ``PolicyController`` subclass of ``paired_controller`` (built on first use: torch is imported lazily)."""
     import torch
 
     from stack.controller import PolicyController
@@ -163,17 +190,15 @@ def paired_controller(path: Path, seed: int):
                 parts.append(super()._noise(1))
             return None if parts[0] is None else torch.cat(parts)
 
-    ctrl = PerSlotNoise.from_checkpoint(path, act_steps=ACT_STEPS, seed=seed)
-    ctrl.reset()
-    return ctrl
+    return PerSlotNoise
 
 
-def paired_returns(path: Path, task: str, episodes: int, seed: int) -> list[float]:
+def paired_returns(path: Path, task: str, episodes: int, seed: int, sampling: dict | None = None) -> list[float]:
     """Per-episode returns of the checkpoint at ``path`` on env seeds ``seed … seed + episodes − 1``, slot i's noise
     from generator ``seed + i`` (``paired_controller``)."""
     from stack.evaluate import evaluate
 
-    return evaluate(paired_controller(path, seed), task, episodes, seed)["returns"]
+    return evaluate(paired_controller(path, seed, sampling), task, episodes, seed)["returns"]
 
 
 def paired_improvement(before: list[float], after: list[float]) -> dict:
@@ -201,38 +226,50 @@ def finetune(algo: str, task: str, bc_dir: Path, budget: Budget, runs_dir: str, 
     from stack.train import train
 
     seed_eval = eval_seed(seed) + 50_000
+    samplers = {"as_trained": AS_TRAINED, "schedule": None} if algo == "dppo" else {"default": None}
     t0 = time.perf_counter()
-    before = paired_returns(bc_dir, task, budget.eval_episodes, seed_eval)
+    before = {k: paired_returns(bc_dir, task, budget.eval_episodes, seed_eval, v) for k, v in samplers.items()}
     t1 = time.perf_counter()
     run_dir = Path(train(finetune_config(algo, task, bc_dir, budget, runs_dir, seed, device, progress)))
     t2 = time.perf_counter()
-    after = paired_returns(run_dir, task, budget.eval_episodes, seed_eval)
+    after = {k: paired_returns(run_dir, task, budget.eval_episodes, seed_eval, v) for k, v in samplers.items()}
     t3 = time.perf_counter()
     rows = _rows(run_dir)
     train_s = 0.0
     curve = []
+    # The curve: the runner's evaluations (the checkpoint's evaluation sampler: for DPPO the schedule's stds), starting
+    # at the pretrained policy under the same sampler (the paired evaluation's, more episodes).
+    last = list(samplers)[-1]
+    curve.append({"seed": seed, "env_steps": 0, "train_s": 0.0, "wall_s": 0.0,
+                  "eval_return": sum(before[last]) / len(before[last]), "eval_episodes": budget.eval_episodes})
     for r in rows:
         train_s += r.get("rollout_s", 0.0) + r.get("update_s", 0.0)
         if "eval_return" in r:
             curve.append({"seed": seed, "env_steps": int(r["env_steps"]), "train_s": round(train_s, 1),
                           "wall_s": round(r.get("time_s", float("nan")), 1), "eval_return": r["eval_return"],
                           "eval_episodes": budget.curve_episodes})
-    # The curve starts at the pretrained policy (the paired evaluation's "before", more episodes than the curve's).
-    curve.insert(0, {"seed": seed, "env_steps": 0, "train_s": 0.0, "wall_s": 0.0,
-                     "eval_return": sum(before) / len(before), "eval_episodes": budget.eval_episodes})
     train_returns = [r["train_return"] for r in rows if "train_return" in r]
     env_steps = int(rows[-1]["env_steps"])
-    mean_b, mean_a = sum(before) / len(before), sum(after) / len(after)
-    imp = paired_improvement(before, after)
-    return {"return_before": mean_b, "return_after": mean_a, **imp, "env_steps": env_steps,
-            "improvement_per_1k_env_steps": 1000 * imp["gain"] / env_steps,
-            "improvement_per_train_s": imp["gain"] / train_s if train_s else float("nan"), "train_s": round(train_s, 1),
-            "finetune_wall_s": round(t2 - t1, 1), "eval_s": round(t1 - t0 + t3 - t2, 1),
+    per_sampler = {}
+    for k in samplers:
+        b, a = before[k], after[k]
+        per_sampler[k] = {"return_before": sum(b) / len(b), "return_after": sum(a) / len(a),
+                          **paired_improvement(b, a), "early_falls_before": sum(x < 400 for x in b),
+                          "early_falls_after": sum(x < 400 for x in a), "returns_before": b, "returns_after": a}
+    head = per_sampler[list(samplers)[0]]
+    if "schedule" in per_sampler:  # the fine-tuned chain as trained against BC under its own (better) sampler
+        cross = paired_improvement(before["schedule"], after["as_trained"])
+        per_sampler["as_trained_vs_bc_schedule"] = {"return_before": per_sampler["schedule"]["return_before"],
+                                                    "return_after": head["return_after"], **cross}
+    return {**{k: v for k, v in head.items() if not k.startswith("returns_")}, "eval_sampler": list(samplers)[0],
+            "samplers": per_sampler, "env_steps": env_steps,
+            "improvement_per_1k_env_steps": 1000 * head["gain"] / env_steps,
+            "improvement_per_train_s": head["gain"] / train_s if train_s else float("nan"),
+            "train_s": round(train_s, 1), "finetune_wall_s": round(t2 - t1, 1), "eval_s": round(t1 - t0 + t3 - t2, 1),
             "steps_per_train_s": env_steps / train_s if train_s else float("nan"),
             "train_return_start": sum(train_returns[:3]) / max(1, len(train_returns[:3])),
             "train_return_end": sum(train_returns[-3:]) / max(1, len(train_returns[-3:])),
-            "returns_before": before, "returns_after": after, "eval_seed": seed_eval,
-            "curve": curve, "run_dir": str(run_dir), "bc_run_dir": str(bc_dir)}
+            "eval_seed": seed_eval, "curve": curve, "run_dir": str(run_dir), "bc_run_dir": str(bc_dir)}
 
 
 def write_curves(out_dir: Path, curves: dict[str, list[dict]], title: str) -> tuple[Path, Path]:
@@ -297,7 +334,9 @@ def run(task: str = "hopper", quick: bool = False, device: str = "cpu", runs_dir
            "return_before": dppo["return_before"], "return_after": dppo["return_after"],
            "improvement_se": dppo["improvement_paired_se"], "improvement": dppo["improvement"],
            "improvement_paired_se": dppo["improvement_paired_se"], "gain": dppo["gain"], "gain_se": dppo["gain_se"],
-           "eval_episodes": budget.eval_episodes,
+           "eval_episodes": budget.eval_episodes, "eval_sampler": dppo["eval_sampler"],
+           "schedule_sampler": {k: v for k, v in dppo["samplers"].get("schedule", {}).items()
+                                if not k.startswith("returns_")},
            "improvement_per_1k_env_steps": dppo["improvement_per_1k_env_steps"],
            "improvement_per_train_s": dppo["improvement_per_train_s"],
            "dppo": {**dppo, "denoising_steps": 20, "ft_denoising_steps": 10, "bc_s": round(t2 - t1, 1)},

@@ -510,3 +510,35 @@ def test_bc_chunk_windows_past_an_episode_end_are_not_trained_on(tmp_path):
                                   policy_kwargs={"hidden": [16, 16, 16], "denoising_steps": 4}))
     runner = OfflineRunner(cfg)
     assert runner.train_frames.tolist() == list(range(0, 7)) + list(range(10, 13))
+
+
+def test_bench_pairs_noise_per_env_slot_and_takes_the_se_of_paired_differences():
+    """``r2s bench dppo``'s paired evaluation: slot i's chunks get the noise of generator seed + i whichever other slots
+    plan with it (so two policies whose episodes end at different times still see the same noise), and the standard
+    error is that of the per-episode differences."""
+    from stack.bench.dppo import AS_TRAINED, paired_improvement, per_slot_noise_controller
+    from stack.normalize import ObsNormalizer
+    from stack.rollout import ActionScaler
+
+    torch.manual_seed(0)
+    policy = DiffusionPolicy(OBS_DIM, ACT_DIM, horizon=H, act_steps=H, denoising_steps=6, hidden=(16, 16, 16))
+
+    def controller(sampling=None):
+        c = per_slot_noise_controller()(policy, ObsNormalizer(OBS_DIM, enabled=False),
+                                        ActionScaler([-1.0] * ACT_DIM, [1.0] * ACT_DIM), act_steps=2, seed=7)
+        c.sampling = {**c.sampling, **(sampling or {})}  # as paired_controller sets them
+        c.reset()
+        return c
+
+    obs = np.random.default_rng(0).normal(size=(3, OBS_DIM))
+    together = controller().act_batch(obs, [0, 1, 2])
+    alone = controller().act_batch(obs[1:2], [1])
+    np.testing.assert_allclose(together[1], alone[0])
+    assert not np.allclose(together[0], together[1])
+    floored = controller(AS_TRAINED).act_batch(obs, [0, 1, 2])  # the training chain's floor changes the samples
+    assert not np.allclose(floored, together)
+
+    imp = paired_improvement([100.0, 110.0, 90.0, 100.0], [120.0, 125.0, 100.0, 115.0])
+    d = np.array([20.0, 15.0, 10.0, 15.0])
+    assert imp["improvement"] == pytest.approx(d.mean() / 100.0)
+    assert imp["improvement_paired_se"] == pytest.approx(d.std(ddof=1) / 2 / 100.0)
