@@ -1,0 +1,34 @@
+"""``r2s bench arm``: every method builds a valid run on the delta-target arm tasks, and a tiny run of the benchmark
+returns the acceptance interface (reach_success, push_success, method, per_method)."""
+
+import pytest
+
+from stack.bench import arm
+
+
+@pytest.mark.parametrize("method", [m for m in arm.METHODS if m != "baseline"])
+def test_every_learning_method_trains_on_delta_targets(method):
+    cfg = arm.train_config(method, "reach", 300_000, 1, "runs", "cpu", init_from="bc-run", dataset="demos")
+    assert cfg.env.task_kwargs == {"action_mode": "delta"}
+    assert cfg.algo == {"ppo": "ppo", "fpo++": "fpo", "bc": "bc", "dppo": "dppo"}[method]
+    if method == "fpo++":
+        assert cfg.fpo.variant == "fpo++"
+    if method == "dppo":
+        assert cfg.init_from == "bc-run"
+
+
+def test_unknown_method_is_refused():
+    with pytest.raises(ValueError, match="method"):
+        arm.train_config("trpo", "reach", 1000, 1, "runs", "cpu")
+
+
+def test_a_tiny_run_reports_the_acceptance_interface(tmp_path, monkeypatch):
+    tiny = arm.Budget(rl_steps={"reach": 2048, "push": 2048}, demo_episodes=2, bc_grad_steps=4)
+    monkeypatch.setattr(arm, "QUICK", tiny)
+    monkeypatch.setattr(arm, "EVAL_EPISODES", 2)
+    out = arm.run_seed(1, quick=True, runs_dir=str(tmp_path), methods=("baseline", "ppo"))
+    assert out["method"] == "ppo"
+    assert set(out["per_method"]) == {"baseline", "ppo"}
+    assert out["per_method"]["baseline"]["reach"] == 1.0  # the IK baseline solves reach
+    assert 0.0 <= out["reach_success"] <= 1.0 and 0.0 <= out["push_success"] <= 1.0
+    assert "push" not in out["per_method"]["baseline"]  # quick: only the best reach method goes on to push
