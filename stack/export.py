@@ -362,6 +362,12 @@ def export_policy(policy, spec: ExportSpec, out: str | Path, metadata: dict[str,
                   seed: int = 0) -> dict:
     """Write ``out`` and return {"path", "parity_max_abs_err", "nodes", ...}. Raises ExportError on failed parity."""
     policy = policy.eval().float().cpu()
+    if spec.delta is not None and policy.act_steps > 1:
+        # Each delta of an executed chunk is relative to the joints measured at its own step, which the graph (run
+        # once per chunk) cannot see: the conversion would have to run per tick in the robot runtime.
+        raise ExportError(f"export: act_steps = {policy.act_steps}: a delta-target policy that executes chunks cannot "
+                          "be converted to absolute targets inside the graph; train it with act_steps 1 or on "
+                          "absolute targets (task_kwargs action_mode 'absolute')")
     g = Graph()
     opts: dict = {}
     if policy.kind == "gaussian":

@@ -83,3 +83,15 @@ def test_exported_delta_policy_drives_the_absolute_task_as_training_did(tmp_path
         o_train, *_ = train_env.step(np.clip(a, -1, 1))
         o_robot, *_ = robot_env.step(target)
         np.testing.assert_allclose(o_robot, o_train, atol=1e-4)
+
+
+def test_a_chunk_executing_delta_policy_is_refused_at_export(tmp_path):
+    from policies import DiffusionPolicy
+    from stack.export import ExportError, ExportSpec, delta_targets, export_policy, robot_metadata
+
+    policy = DiffusionPolicy(18, 6, horizon=4, act_steps=4, hidden=(16, 16, 16))
+    spec = ExportSpec(np.zeros(18), np.ones(18), None, -np.ones(6), np.ones(6), "minmax",
+                      delta_targets("reach", {"action_mode": "delta"}))
+    with pytest.raises(ExportError, match="act_steps"):
+        export_policy(policy, spec, tmp_path / "p.onnx", {**robot_metadata("reach"), "run_id": "x"})
+    assert not (tmp_path / "p.onnx").exists()
