@@ -22,6 +22,7 @@ SCENES: dict[str, str] = {
     "arm": "so101.xml",  # the arm on its table: light, cameras, no task objects
     "reach": "scene_reach.xml",  # + goal marker (mocap body "goal")
     "push": "scene_push.xml",  # + puck (free body "object") and goal disc (mocap body "goal")
+    "zone": "scene_zone.xml",  # + goal marker and a drawn keep-out box (mocap bodies "goal", "zone")
 }
 
 JOINT_NAMES: tuple[str, ...] = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper")
