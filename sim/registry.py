@@ -10,6 +10,7 @@ _TASKS: dict[str, str] = {
     "halfcheetah": "sim.tasks.locomotion:HalfCheetahTask",
     "reach": "sim.tasks.reach:ReachTask",
     "push": "sim.tasks.push:PushTask",
+    "zone": "sim.tasks.zone:ZoneTask",
     "point_mass": "sim.tasks.point_mass:PointMassTask",
 }
 
