@@ -346,6 +346,26 @@ class BCConfig:
     """Log the mean bc_loss every this many gradient steps."""
 
 
+@dataclass
+class AgencyConfig:
+    """Agency transfer (CALF family, arXiv 2606.09825; ``stack.algos.agency``) and its residual-RL peer, on the SAC
+    backbone (``sac`` section): per-step arbitration between the task's baseline controller and the learner, an
+    episode-end schedule that hands agency to the learner. The runner is ``stack.runners.arbitrated``."""
+
+    p0: float = 0.9
+    """Initial relax probability at an episode's start."""
+    lam0: float = 0.96
+    """Initial per-step decay of the relax probability."""
+    anneal_fraction: float = 0.9
+    """Fraction of ``total_env_steps`` after which the learner alone acts (the baseline is never called)."""
+    delta: float = 0.01
+    """Certificate margin Δ: the learner's proposal is certified when its Q beats the episode's best by Δ."""
+    window: int = 20
+    """Episodes whose mean length sets the schedule's horizon L̄."""
+    residual_scale: float = 0.5
+    """Residual RL (algo 'residual'): the executed action is baseline + residual_scale · learner (policy units)."""
+
+
 EVAL_SEED_OFFSET = 1_000_000
 
 
@@ -355,9 +375,9 @@ def eval_seed(seed: int) -> int:
     return EVAL_SEED_OFFSET + 1000 * int(seed)
 
 
-ALGOS = ("ppo", "fpo", "dppo", "sac", "bc")
+ALGOS = ("ppo", "fpo", "dppo", "sac", "bc", "agency", "residual")
 """Every algorithm ``r2s train`` runs; the runner of each: on-policy (ppo, fpo, dppo), off-policy (sac), offline
-(bc)."""
+(bc), arbitrated off-policy (agency, residual: SAC with the task's baseline)."""
 ON_POLICY = ("ppo", "fpo", "dppo")
 
 
@@ -365,8 +385,9 @@ ON_POLICY = ("ppo", "fpo", "dppo")
 class TrainConfig:
     """One training run: algorithm, policy, task, budget."""
 
-    algo: Literal["ppo", "fpo", "dppo", "sac", "bc"] = "ppo"
-    """Training algorithm: on-policy (ppo, fpo, dppo), off-policy (sac) or offline (bc, from ``dataset``)."""
+    algo: Literal["ppo", "fpo", "dppo", "sac", "bc", "agency", "residual"] = "ppo"
+    """Training algorithm: on-policy (ppo, fpo, dppo), off-policy (sac), offline (bc, from ``dataset``) or with the
+    task's baseline on SAC (agency: agency transfer, residual: residual RL)."""
     policy: Literal["gaussian", "diffusion", "flow"] = "gaussian"
     """Policy family."""
     env: EnvConfig = field(default_factory=EnvConfig)
@@ -375,6 +396,7 @@ class TrainConfig:
     fpo: FPOConfig = field(default_factory=FPOConfig)
     dppo: DPPOConfig = field(default_factory=DPPOConfig)
     bc: BCConfig = field(default_factory=BCConfig)
+    agency: AgencyConfig = field(default_factory=AgencyConfig)
     dataset: str | None = None
     """Episode dataset folder (LeRobotDataset v3.0, e.g. written by ``r2s demos``): what BC clones."""
     init_from: str | None = None
