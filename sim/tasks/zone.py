@@ -6,10 +6,18 @@ read from the scene's geom ``zone``) stands ``ZONE_OFFSET`` (0.07 m) before the 
 straight line from the home fingertip (about 0.16 m high) to the goal runs through it: the arm must go over (or
 around) it. The box is drawn but has no contacts; the fingertip (``ee_site``) is what must stay out.
 
-**Entering the zone ends the episode as a failure**: ``terminated=True``, ``success`` False, and the step's reward
-is ``−zone_penalty · (steps left + 1)`` (default 0.5 per step: at least the −distance any step pays, so cutting an
-episode short by entering never pays). Entry is the segment from the fingertip's position before the control step
-to after it crossing the box (a slab test), so a fast step cannot tunnel through; ``info["entered_zone"]`` flags it.
+Two ways to treat entering (``zone_mode``):
+
+* ``"cost"`` (default, as the agency-transfer paper's avoidance benchmark): every control step whose fingertip motion
+  touches the box costs ``zone_penalty`` (0.5, five times a typical step's −distance) and the episode goes on; the
+  goal still counts as reached (``success``), and ``info["zone_entries"]`` counts the episode's touching steps, so
+  avoidance (episodes with none) is reported beside goal-reaching.
+* ``"terminate"``: entering ends the episode as a failure: ``terminated=True``, ``success`` False, and the step's
+  reward is ``−zone_penalty · (steps left + 1)`` (at least the −distance any step pays, so cutting an episode short
+  by entering never pays).
+
+A step touches the box when the segment from the fingertip's position before the control step to after it crosses
+the box (a slab test), so a fast step cannot tunnel through; ``info["entered_zone"]`` flags that step.
 
 Observation (``obs_layout``): ``joint_pos[6]``, ``joint_vel[6]``, ``ee_pos[3]``, ``goal[3]``, ``zone[3]`` (the box's
 center). Success: fingertip within ``success_threshold`` (0.02 m) of the goal; the episode ends there
@@ -57,7 +65,8 @@ def segment_hits_box(p0: np.ndarray, p1: np.ndarray, center: np.ndarray, half: n
 
 
 class ZoneTask(ArmTask):
-    """Reach a low goal around a keep-out box. obs 21, action 6, 20 Hz, 100 steps; entering the box ends the episode."""
+    """Reach a low goal around a keep-out box. obs 21, action 6, 20 Hz, 100 steps; entering the box costs (or ends
+    the episode, ``zone_mode="terminate"``)."""
 
     scene = "zone"
     obs_layout = (
@@ -85,6 +94,7 @@ class ZoneTask(ArmTask):
         action_mode: str = "absolute",
         delta_scale: float = 0.1,
         zone_penalty: float = 0.5,
+        zone_mode: str = "cost",
     ):
         super().__init__(
             randomization, render_mode, width, height, camera, max_episode_steps, reward_type,
@@ -92,6 +102,9 @@ class ZoneTask(ArmTask):
         )
         if not zone_penalty >= 0:
             raise ValueError(f"zone_penalty: expected >= 0 (reward per remaining step), got {zone_penalty!r}")
+        if zone_mode not in ("cost", "terminate"):
+            raise ValueError(f"zone_mode: expected 'cost' or 'terminate', got {zone_mode!r}")
+        self.zone_mode = zone_mode
         self.success_threshold = float(success_threshold)
         self.zone_penalty = float(zone_penalty)
         m = self.model
@@ -99,6 +112,7 @@ class ZoneTask(ArmTask):
         self._zone = np.zeros(3)
         self._zone_marker = self.data.mocap_pos[m.body_mocapid[m.body("zone").id]]
         self._entered = False
+        self._entries = 0
 
     def _sample_task(self, rng: np.random.Generator) -> None:
         side = 1.0 if rng.uniform() < 0.5 else -1.0
@@ -106,6 +120,7 @@ class ZoneTask(ArmTask):
         self._zone[:] = (self._goal[0], self._goal[1] - side * ZONE_OFFSET, self.zone_half[2])
         self._zone_marker[:] = self._zone
         self._entered = False
+        self._entries = 0
 
     def _pre_step(self) -> dict:
         return {"ee": self._ee.copy()}
@@ -113,15 +128,19 @@ class ZoneTask(ArmTask):
     def _task_terms(self) -> tuple[float, bool, dict]:
         dx, dy, dz = (self._ee - self._goal).tolist()
         dist = math.sqrt(dx * dx + dy * dy + dz * dz)
-        return -dist, dist < self.success_threshold and not self._entered, {"distance": dist}
+        failed = self._entered and self.zone_mode == "terminate"
+        return -dist, dist < self.success_threshold and not failed, {"distance": dist}
 
     def _reward(self, action: np.ndarray, before: dict) -> tuple[float, bool, dict]:
         import mujoco
 
         mujoco.mj_kinematics(self.model, self.data)  # the fingertip after the step (the base refreshes it too)
         self._entered = segment_hits_box(before["ee"], self._ee, self._zone, self.zone_half)
+        self._entries += self._entered
         reward, terminated, info = super()._reward(action, before)
-        info["entered_zone"] = self._entered
+        info["entered_zone"], info["zone_entries"] = self._entered, self._entries
+        if self._entered and self.zone_mode == "cost":
+            return reward - self.zone_penalty, terminated, info
         if self._entered:
             steps_left = self.max_episode_steps - self._elapsed - 1
             return -self.zone_penalty * (steps_left + 1), True, info

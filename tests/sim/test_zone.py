@@ -32,7 +32,7 @@ def test_baseline_reaches_every_goal_without_entering(mode):
 
 
 def test_the_straight_line_enters_and_ends_the_episode_as_a_failure():
-    task = make_task("zone")
+    task = make_task("zone", zone_mode="terminate")
     direct = ReachBaseline((ObsSegment("joint_pos", 6, ""), ObsSegment("v", 6, ""), ObsSegment("e", 3, ""),
                             ObsSegment("goal", 3, "")))
     info, steps, ret, term = _run(task, lambda o: direct(o[:18]), 3)
@@ -40,6 +40,19 @@ def test_the_straight_line_enters_and_ends_the_episode_as_a_failure():
     assert steps < task.max_episode_steps
     # the entering step costs 0.5 per step left, itself included
     assert ret < -task.zone_penalty * (task.max_episode_steps - steps + 1) + 1e-9
+
+
+def test_in_cost_mode_each_touching_step_costs_and_the_episode_goes_on():
+    task = make_task("zone")
+    obs, _ = task.reset(seed=3)
+    direct = ReachBaseline((ObsSegment("joint_pos", 6, ""), ObsSegment("v", 6, ""), ObsSegment("e", 3, ""),
+                            ObsSegment("goal", 3, "")))
+    for _ in range(60):
+        obs, r, term, trunc, info = task.step(direct(np.concatenate((obs[:15], task.zone))))  # IK at the box
+        if info["entered_zone"]:
+            break
+    assert info["entered_zone"] and not term and info["zone_entries"] == 1
+    assert r == pytest.approx(-info["distance"] - task.zone_penalty, abs=0.02)  # −distance − 0.5 (− action rate)
 
 
 def test_box_and_rect_segment_tests():
