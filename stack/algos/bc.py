@@ -88,20 +88,29 @@ class BC:
         self.optimizer = torch.optim.AdamW(self.policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.step = 0
 
-    def loss(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """Mean BC loss of (obs [B, obs_steps, obs_dim], actions [B, horizon, act_dim]) in policy space."""
+    def per_sample_loss(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """The policy's own BC loss of each (obs [B, obs_steps, obs_dim], actions [B, horizon, act_dim]) → [B]."""
         if self.kind == "gaussian":
-            return self.policy.bc_loss(obs, actions, objective=self.cfg.gaussian_objective).mean()
-        return self.policy.bc_loss(obs, actions).mean()
+            return self.policy.bc_loss(obs, actions, objective=self.cfg.gaussian_objective)
+        return self.policy.bc_loss(obs, actions)
+
+    def loss(self, obs: torch.Tensor, actions: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean BC loss in policy space; with ``weights`` [B] (HABC's), the mean of the weighted per-sample losses."""
+        per_sample = self.per_sample_loss(obs, actions)
+        if weights is None:
+            return per_sample.mean()
+        if weights.shape != per_sample.shape:
+            raise ValueError(f"weights have shape {tuple(weights.shape)}; expected {tuple(per_sample.shape)}")
+        return (weights.detach() * per_sample).mean()
 
     @property
     def learning_rate(self) -> float:
         return lr_at(self.cfg, self.step, self.total_steps)
 
-    def train_step(self, obs: torch.Tensor, actions: torch.Tensor) -> float:
+    def train_step(self, obs: torch.Tensor, actions: torch.Tensor, weights: torch.Tensor | None = None) -> float:
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate
-        loss = self.loss(obs, actions)
+        loss = self.loss(obs, actions, weights)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.max_grad_norm is not None:
