@@ -44,6 +44,7 @@ BENCHES: dict[str, str] = {
     "fpo": "FPO / FPO++ vs Gaussian PPO from scratch at the same budget and seeds; multimodality check",
     "arm": "success of every method (PPO, FPO++, DPPO from BC, BC alone, the baseline) on the arm tasks reach and push",
     "faults": "fault injection against the real policy and safety nodes over DDS: hold latency, unsafe commands",
+    "habc": "HABC rounds with a simulated operator on push vs plain/filtered BC, viability-only, HG-DAgger (success)",
 }
 
 
@@ -179,6 +180,8 @@ def cmd_bench(argv: list[str]) -> int:
         result = over_seeds(bench.run, seeds, task=args.task or "hopper", quick=args.quick, device=args.device)
     elif args.which == "fpo":  # no --task: reach (quick) or halfcheetah then reach (full); seeds by its budget
         result = bench.run(task=args.task, quick=args.quick, device=args.device, seeds=args.seeds)
+    elif args.which == "habc":  # stack.bench.habc.run(quick=..., seeds=...) -> dict
+        result = bench.run(quick=args.quick, seeds=args.seeds or ([args.seed] if args.quick else None))
     elif args.which == "arm":  # stack.bench.arm.run(quick=..., seeds=...) -> dict
         result = bench.run(quick=args.quick, seeds=args.seeds, device=args.device)
     elif args.which == "faults":  # stack.bench.faults.run(quick=...) -> dict (needs the ROS 2 wheels)
