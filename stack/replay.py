@@ -16,6 +16,8 @@ FIELDS = ("obs", "actions", "rewards", "next_obs", "terminated")
 class ReplayBuffer:
     """A ring buffer of transitions in numpy (float32), sampled uniformly with its own generator."""
 
+    fields: tuple[str, ...] = FIELDS
+
     def __init__(self, capacity: int, obs_dim: int, act_dim: int, seed: int = 0):
         self.capacity = int(capacity)
         self.obs = np.zeros((self.capacity, obs_dim), np.float32)
@@ -38,14 +40,14 @@ class ReplayBuffer:
 
     def sample(self, batch_size: int, device: torch.device) -> dict[str, torch.Tensor]:
         idx = self.rng.integers(0, self.size, size=batch_size)
-        return {k: torch.from_numpy(getattr(self, k)[idx]).to(device) for k in FIELDS}
+        return {k: torch.from_numpy(getattr(self, k)[idx]).to(device) for k in self.fields}
 
     def state_dict(self) -> dict:
         """The filled rows (as tensors, for ``torch.save(weights_only=True)``), the write position and the sampling
         generator's state (JSON text: its 128-bit integers)."""
         import json
 
-        rows = {k: torch.from_numpy(getattr(self, k)[: self.size].copy()) for k in FIELDS}
+        rows = {k: torch.from_numpy(getattr(self, k)[: self.size].copy()) for k in self.fields}
         return {**rows, "size": self.size, "next": self._next, "capacity": self.capacity,
                 "rng": json.dumps(self.rng.bit_generator.state)}
 
@@ -56,7 +58,7 @@ class ReplayBuffer:
         import json
 
         size, nxt, old_capacity = int(state["size"]), int(state["next"]), int(state["capacity"])
-        rows = {k: state[k].numpy() for k in FIELDS}
+        rows = {k: state[k].numpy() for k in self.fields}
         if old_capacity != self.capacity:
             if size == old_capacity and nxt:  # it had wrapped: oldest first
                 rows = {k: np.roll(v, -nxt, axis=0) for k, v in rows.items()}
@@ -64,6 +66,24 @@ class ReplayBuffer:
             rows = {k: v[size - keep:] for k, v in rows.items()}
             size, nxt = keep, keep % self.capacity
         self.size, self._next = size, nxt
-        for k in FIELDS:
+        for k in self.fields:
             getattr(self, k)[:size] = rows[k]
         self.rng.bit_generator.state = json.loads(state["rng"])
+
+
+class AuthorityReplayBuffer(ReplayBuffer):
+    """Transitions plus who acted (``authority``: 1 the learner, 0 the baseline), for arbitrated training (agency
+    transfer): the stored action is the executed one either way."""
+
+    fields = (*FIELDS, "authority")
+
+    def __init__(self, capacity: int, obs_dim: int, act_dim: int, seed: int = 0):
+        super().__init__(capacity, obs_dim, act_dim, seed)
+        self.authority = np.zeros(self.capacity, np.float32)
+
+    def add(self, obs, actions, rewards, next_obs, terminated, authority=None) -> None:
+        if authority is None:
+            raise ValueError("authority: an arbitrated transition needs who acted (1 learner, 0 baseline) per env")
+        idx = (self._next + np.arange(len(rewards))) % self.capacity
+        self.authority[idx] = authority
+        super().add(obs, actions, rewards, next_obs, terminated)
