@@ -29,20 +29,21 @@ from stack.runners.base import Runner, make_envs
 
 
 class OffPolicyRunner(Runner):
-    def __init__(self, cfg: TrainConfig):
-        from stack.algos.sac import make_algo
+    algos: tuple[str, ...] = ("sac",)
+    """The algorithms this runner drives (a subclass adds its own: ``stack.runners.arbitrated``)."""
 
-        if cfg.algo != "sac":
-            raise ValueError(f"algo={cfg.algo!r}: the off-policy runner drives 'sac'")
+    def __init__(self, cfg: TrainConfig):
+        if cfg.algo not in self.algos:
+            raise ValueError(f"algo={cfg.algo!r}: the {type(self).__name__} drives {self.algos}")
         super().__init__(cfg, (cfg.algo, cfg.env.task))
         torch.manual_seed(cfg.seed)
         self.envs = make_envs(cfg)
         self.obs_dim = int(np.prod(self.envs.single_observation_space.shape))
         self.act_dim = int(self.envs.single_action_space.shape[0])
         s = cfg.sac
-        self.algo = make_algo(cfg, self.obs_dim, self.act_dim, self.device)
-        self.buffer = ReplayBuffer(min(s.buffer_size, cfg.total_env_steps + cfg.env.num_envs), self.obs_dim,
-                                   self.act_dim, seed=cfg.seed)
+        self.algo = self.make_algo()
+        self.buffer = self.buffer_class(min(s.buffer_size, cfg.total_env_steps + cfg.env.num_envs), self.obs_dim,
+                                        self.act_dim, seed=cfg.seed)
         self.action_scaler = ActionScaler.for_space(self.envs.single_action_space)
         self.obs_normalizer = ObsNormalizer(self.obs_dim, enabled=False)  # SAC acts on raw observations
         self.rng = np.random.default_rng(cfg.seed)
@@ -52,6 +53,13 @@ class OffPolicyRunner(Runner):
         self.next_log = s.log_every
         if self.resume_from is not None:
             self.restore(checkpoint.load(cfg.resume, require=("policy", "critic")))
+
+    buffer_class = ReplayBuffer
+
+    def make_algo(self):
+        from stack.algos.sac import make_algo
+
+        return make_algo(self.cfg, self.obs_dim, self.act_dim, self.device)
 
     # ---- checkpoints --------------------------------------------------------------------------------------------
     def checkpoint_parts(self) -> dict:
@@ -92,6 +100,18 @@ class OffPolicyRunner(Runner):
             return self.rng.uniform(-1.0, 1.0, size=(self.envs.num_envs, self.act_dim)).astype(np.float32)
         return self.algo.act(torch.from_numpy(self.obs.astype(np.float32)).to(self.device)).cpu().numpy()
 
+    def step_actions(self) -> tuple[np.ndarray, np.ndarray, dict]:
+        """(env actions to execute, the actions the buffer stores, extra buffer fields) of one vector step."""
+        actions = self._actions()
+        return self.action_scaler.to_env(actions), actions, {}
+
+    def episodes_ended(self, end: np.ndarray, lengths: np.ndarray, infos: dict) -> None:
+        """Hook: the episodes of the envs in mask ``end`` just ended with ``lengths`` (before the counters reset)."""
+
+    def extra_metrics(self) -> dict:
+        """Hook: more columns for the metrics row being logged."""
+        return {}
+
     def learn(self) -> Path:
         cfg, s = self.cfg, self.cfg.sac
         n = self.envs.num_envs
@@ -101,19 +121,20 @@ class OffPolicyRunner(Runner):
         successes: list[bool] = []
         stats: list[dict[str, torch.Tensor]] = []
         logged, t_last, steps_last = self.steps, time.perf_counter(), self.steps
-        bar = self.progress_bar(f"sac {cfg.env.task}")
+        bar = self.progress_bar(f"{cfg.algo} {cfg.env.task}")
         try:
             while self.steps < total:
-                actions = self._actions()
-                next_obs, reward, terminated, truncated, infos = self.envs.step(self.action_scaler.to_env(actions))
+                env_actions, actions, extras = self.step_actions()
+                next_obs, reward, terminated, truncated, infos = self.envs.step(env_actions)
                 end = np.logical_or(terminated, truncated)
                 real_next = next_obs.copy()
                 for i in np.flatnonzero(end):
                     real_next[i] = infos["final_obs"][i]
-                self.buffer.add(self.obs, actions, reward, real_next, terminated)
+                self.buffer.add(self.obs, actions, reward, real_next, terminated, **extras)
                 self.ep_return += reward
                 self.ep_length += 1
                 if end.any():
+                    self.episodes_ended(end, self.ep_length[end].copy(), infos)
                     returns += self.ep_return[end].tolist()
                     final = infos.get("final_info")
                     if isinstance(final, dict) and "success" in final:
@@ -140,6 +161,7 @@ class OffPolicyRunner(Runner):
                         vals = [st[key] for st in stats if key in st]
                         if vals:
                             row[key] = float(torch.stack(vals).mean())
+                    row.update(self.extra_metrics())
                     returns, successes, stats = [], [], []
                     self.next_log += s.log_every
                     self.log_row(logged, row)  # may checkpoint (then the envs restart: an episode boundary)
@@ -150,7 +172,7 @@ class OffPolicyRunner(Runner):
         finally:
             bar.close()
             self.envs.close()
-        return self.finish(f"sac {cfg.env.task} (seed {cfg.seed})")
+        return self.finish(f"{cfg.algo} {cfg.env.task} (seed {cfg.seed})")
 
 
 __all__ = ["OffPolicyRunner"]
