@@ -207,6 +207,32 @@ def test_push_dense_reward_shape():
     assert r == pytest.approx(-(0.5 * info["ee_object_distance"] + 1.0 * info["distance"]))
 
 
+def test_push_pre_push_shaping_pulls_the_fingertip_behind_the_puck():
+    env = PushTask(success_bonus=0.0, action_rate_weight=0.0, shaping="pre_push")
+    env.reset(seed=0)
+    _, r, _, _, info = env.step(env.home)
+    assert r == pytest.approx(-(0.5 * info["ee_pre_push_distance"] + 1.0 * info["distance"]))
+    pre = np.array(env.pre_push_point())
+    obj, goal = env._obj.copy(), env.goal
+    # behind the puck: on the goal→puck line, past the puck, pre_push_offset from its center, at pushing height
+    to_goal = (goal[:2] - obj[:2]) / np.linalg.norm(goal[:2] - obj[:2])
+    rel = pre[:2] - obj[:2]
+    assert rel @ to_goal == pytest.approx(-env.pre_push_offset)
+    assert abs(rel[0] * to_goal[1] - rel[1] * to_goal[0]) < 1e-9
+    # the fingertip term is zero at the pre-push point and grows away from it (a flipped offset fails here)
+    env._ee[:] = pre
+    assert env._task_terms()[2]["ee_pre_push_distance"] == pytest.approx(0.0, abs=1e-12)
+    in_front = obj.copy()
+    in_front[:2] += env.pre_push_offset * to_goal
+    in_front[2] = pre[2]
+    env._ee[:] = in_front
+    shaped_front = env._task_terms()[0]
+    env._ee[:] = pre
+    assert env._task_terms()[0] > shaped_front
+    with pytest.raises(ValueError, match="shaping"):
+        PushTask(shaping="behind")
+
+
 # ---- baselines ---------------------------------------------------------------------------------------------------
 def test_reach_baseline_succeeds_but_slowly():
     env = ReachTask()
