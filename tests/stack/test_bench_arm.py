@@ -10,11 +10,14 @@ from stack.bench import arm
 def test_every_learning_method_trains_on_delta_targets(method):
     cfg = arm.train_config(method, "reach", 300_000, 1, "runs", "cpu", init_from="bc-run", dataset="demos")
     assert cfg.env.task_kwargs == {"action_mode": "delta"}
-    assert cfg.algo == {"ppo": "ppo", "fpo++": "fpo", "bc": "bc", "dppo": "dppo"}[method]
+    assert cfg.algo == {"ppo": "ppo", "fpo++": "fpo", "bc": "bc", "dppo": "dppo", "bc_gauss": "bc",
+                        "ppo_bc": "ppo"}[method]
     if method == "fpo++":
         assert cfg.fpo.variant == "fpo++"
-    if method == "dppo":
+    if method in ("dppo", "ppo_bc"):
         assert cfg.init_from == "bc-run"
+    if method in ("bc", "bc_gauss"):
+        assert cfg.dataset == "demos" and cfg.bc.action_key == "action.proposal"
 
 
 def test_unknown_method_is_refused():
@@ -31,4 +34,15 @@ def test_a_tiny_run_reports_the_acceptance_interface(tmp_path, monkeypatch):
     assert set(out["per_method"]) == {"baseline", "ppo"}
     assert out["per_method"]["baseline"]["reach"] == 1.0  # the IK baseline solves reach
     assert 0.0 <= out["reach_success"] <= 1.0 and 0.0 <= out["push_success"] <= 1.0
-    assert "push" not in out["per_method"]["baseline"]  # quick: only the best reach method goes on to push
+    assert "push" not in out["per_method"]["baseline"]  # quick: only PUSH_METHOD (absent here) goes on to push
+
+
+def test_quick_takes_the_push_method_and_its_bc_to_push(tmp_path, monkeypatch):
+    tiny = arm.Budget(rl_steps={"reach": 1024, "push": 1024}, demo_episodes=1, bc_grad_steps=2)
+    monkeypatch.setattr(arm, "QUICK", tiny)
+    monkeypatch.setattr(arm, "EVAL_EPISODES", 1)
+    out = arm.run_seed(1, quick=True, runs_dir=str(tmp_path), methods=("ppo", "bc_gauss", "ppo_bc"))
+    assert out["method"] == "ppo_bc"
+    assert "push" in out["per_method"]["ppo_bc"] and "push" in out["per_method"]["bc_gauss"]
+    assert "push" not in out["per_method"]["ppo"]
+    assert out["push_success"] == out["per_method"]["ppo_bc"]["push"]
