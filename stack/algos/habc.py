@@ -17,10 +17,12 @@ BC loss (``stack.algos.bc.BC``, flow matching or denoising).
   (``normalise_weights``) and multiply the per-sample BC loss.
 * **Intervention-aware credit** (``assign_credit``): a fully autonomous episode's outcome labels every frame; with
   any human-controlled frame, only the policy segment after the last one gets the outcome label; an earlier frame
-  whose window (the ``window`` frames centred on it) holds at least ``intervention_threshold`` of ``window``
-  human-controlled frames is an intervention window — an imitation and efficiency target, never an outcome label —
-  and the other earlier frames are unattributed. A centred window keeps every frame of a long enough takeover inside
-  its own intervention window (a window starting at the frame would drop a takeover's last frames).
+  whose window (the ``window`` frames from it on: the note's windows are its policies' 50-step action chunks, so a
+  window is what a sample imitates) holds at least ``intervention_threshold`` of ``window`` human-controlled frames
+  is an intervention window — an imitation and efficiency target, never an outcome label — and the other earlier
+  frames are unattributed (no label, weight 0). Set ``window`` to the policy's horizon (the preset: 4, threshold 1,
+  the note's 20 %); with a window longer than the chunk, a takeover's last frames (whose window is mostly the
+  policy's) are unattributed, as the note's definition implies.
 * **Stale-policy cutoff**: a rollout whose ``policy_version`` is more than ``max_policy_lag`` versions behind the
   current policy is dropped, at the episode level when the data is assembled and at the batch level in
   ``weighted_bc_step`` (both counted).
@@ -117,13 +119,13 @@ def human_controlled(authority: np.ndarray, is_intervention: np.ndarray) -> np.n
 
 # ---- intervention-aware credit assignment ---------------------------------------------------------------------------
 def intervention_windows(human: np.ndarray, window: int, threshold: int) -> np.ndarray:
-    """Per frame t: whether its window, the ``window`` frames centred on t ([t − window//2, t − window//2 + window),
-    clipped to the episode), holds at least threshold/window human-controlled frames."""
+    """Per frame t: whether its window — the ``window`` frames [t, t + window), the stretch the sample's action chunk
+    covers, clipped to the episode — holds at least threshold/window human-controlled frames."""
     human = np.asarray(human, bool)
     n = len(human)
     csum = np.concatenate([[0], np.cumsum(human)])
-    start = np.clip(np.arange(n) - window // 2, 0, n)
-    end = np.clip(np.arange(n) - window // 2 + window, 0, n)
+    start = np.arange(n)
+    end = np.minimum(start + window, n)
     count = csum[end] - csum[start]
     return count * window >= threshold * (end - start)
 

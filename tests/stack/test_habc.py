@@ -35,25 +35,28 @@ def test_autonomous_episodes_label_every_frame_with_the_outcome():
 
 
 def test_only_the_segment_after_the_last_intervention_gets_the_outcome():
-    # human frames 6..9 of 20; window 5 centred ([t − 2, t + 3)), threshold 2: from t = 5 on it holds ≥ 2
+    # human frames 6..9 of 20; window 5 ([t, t + 5)), threshold 2: from t = 3 to t = 8 it holds ≥ 2 human frames
     source, label = assign_credit(_human(20, range(6, 10)), success=False, window=5, threshold=2)
-    assert source.tolist() == [U] * 5 + [I] * 5 + [F] * 10
+    assert source.tolist() == [U] * 3 + [I] * 6 + [U] + [F] * 10
     assert np.isnan(label[:10]).all() and label[10:].tolist() == [0.0] * 10
     # an earlier intervention too: the policy frames between the two get no label
     source, label = assign_credit(_human(20, [0, 1, 12, 13]), success=True, window=5, threshold=2)
-    assert source.tolist() == [I] * 3 + [U] * 8 + [I] * 3 + [A] * 6
+    assert source.tolist() == [I] + [U] * 8 + [I] * 4 + [U] + [A] * 6
     assert np.isnan(label[:14]).all() and (label[14:] == 1.0).all()
 
 
 def test_intervention_window_threshold_is_a_fraction_of_a_clipped_window():
-    # window 4 at t = 0 is clipped to [0, 2): 1 human frame of 2 ≥ 2/4; at t = 1, [0, 3): 1 of 3 < 2/4
-    assert intervention_windows(_human(6, [0]), window=4, threshold=2).tolist() == [True] + [False] * 5
-    # the default, ≥ 10 of 50: 9 human frames never make an intervention window, 10 do for every frame
-    # whose window [t − 25, t + 25) holds all of them (t = 25 … 65; after frame 49 the outcome labels them)
+    # window 4 at t = 4 of 6 is clipped to [4, 6): 1 human frame of 2 ≥ 2/4; at t = 3, [3, 6): 1 of 3 < 2/4
+    assert intervention_windows(_human(6, [5]), window=4, threshold=2).tolist() == [False] * 4 + [True] * 2
+    # the default, ≥ 10 of 50: 9 human frames never make an intervention window; 10 do for every frame
+    # whose window [t, t + 50) holds all of them (t ≤ 40; after frame 49 the outcome labels them)
     source, _ = assign_credit(_human(120, range(40, 49)), success=True)
     assert not (source == I).any() and (source[:49] == U).all() and (source[49:] == A).all()
     source, _ = assign_credit(_human(120, range(40, 50)), success=True)
-    assert (source[:25] == U).all() and (source[25:50] == I).all() and (source[50:] == A).all()
+    assert (source[:41] == I).all() and (source[41:50] == U).all() and (source[50:] == A).all()
+    # the preset's window: the policy's 4-step chunk, ≥ 1 human step
+    source, _ = assign_credit(_human(12, [5, 6]), success=True, window=4, threshold=1)
+    assert source.tolist() == [U, U, I, I, I, I, I] + [A] * 5
 
 
 def test_weights_of_a_hand_built_batch():
