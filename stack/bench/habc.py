@@ -49,9 +49,9 @@ class Budget:
 
 
 FULL = Budget(demo_episodes=100, pretrain_steps=3000, rounds=4, rollouts_per_round=50, bc_steps=2000,
-              critic_steps=1000, eval_episodes=100)
+              critic_steps=4000, eval_episodes=100)
 QUICK = Budget(demo_episodes=100, pretrain_steps=3000, rounds=3, rollouts_per_round=30, bc_steps=1000,
-               critic_steps=500, eval_episodes=50)
+               critic_steps=2000, eval_episodes=50)
 
 
 def ensure_start(seed: int, budget: Budget, runs_dir: str | Path) -> tuple[Path, Path]:
