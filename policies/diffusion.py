@@ -311,7 +311,8 @@ class FinetunedDiffusionPolicy(DiffusionPolicy):
     method here runs ``ft_net`` exactly at those timesteps and ``net`` at the noisier ones (DPPO: ``t < K′`` for
     DDPM, ``index ≥ K − K′`` for DDIM — the same rule). Loading a checkpoint therefore evaluates with both networks
     (DPPO's own loader evaluated the frozen one only). ``sampler``/``ddim_steps``/``eta`` are the *evaluation* sampler
-    (DDPM as fine-tuned; DDIM with η = 0), which ``act``, ``stack.controller.PolicyController`` and the exporter use by default.
+    (DDPM as fine-tuned; DDIM with η = 0), which ``act``, ``stack.controller.PolicyController`` and the exporter use
+    by default.
     """
 
     def __init__(self, obs_dim: int, act_dim: int, ft_denoising_steps: int = 10, ft_sampler: str = "ddpm",

@@ -106,8 +106,10 @@ class ArbitratedRunner(OffPolicyRunner):
         if self._decisions:
             row["learner_share"] = self._learner_steps / self._decisions if self.cfg.algo == "agency" else 1.0
         if self.cfg.algo == "agency":
-            s = self.algo.schedule
+            s, calls = self.algo.schedule, self.algo.calls
             row.update(p_ep=s.p_ep, lam=s.lam, anneal=s.f)
+            if calls["decisions"]:  # since the run (or resume) began
+                row["certified_share"] = calls["certified"] / calls["decisions"]
         self._learner_steps = self._decisions = 0
         return row
 

@@ -51,8 +51,8 @@ def load_pretrained(run_dir: str | Path, device: str | torch.device = "cpu"):
 
 
 def reward_scaling_mode(cfg: TrainConfig) -> str:
-    """The reward scaler's mode: ``reward_scaling`` as set, or for "auto" per_rollout when fine-tuning (init_from: DPPO's
-    convention) and per_step from scratch (CleanRL's, which PPO's golden metrics record)."""
+    """The reward scaler's mode: ``reward_scaling`` as set, or for "auto" per_rollout when fine-tuning (init_from:
+    DPPO's convention) and per_step from scratch (CleanRL's, which PPO's golden metrics record)."""
     mode = cfg.on_policy.reward_scaling
     if mode != "auto":
         return mode
