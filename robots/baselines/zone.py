@@ -20,11 +20,12 @@ from robots.baselines.reach import ReachBaseline
 from robots.spec import ObsSegment
 
 
-def segment_crosses_rect(p0: np.ndarray, p1: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> bool:
-    """Whether the 2-D segment p0→p1 touches the axis-aligned rectangle [lo, hi] (slab test)."""
+def segment_crosses_box(p0: np.ndarray, p1: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> bool:
+    """Whether the segment p0→p1 touches the axis-aligned box [lo, hi] in any dimension (slab test; a point segment
+    is a containment test). The zone task's entry check and this baseline's route share it."""
     d = p1 - p0
     t0, t1 = 0.0, 1.0
-    for k in range(2):
+    for k in range(len(lo)):
         if abs(d[k]) < 1e-12:
             if p0[k] < lo[k] or p0[k] > hi[k]:
                 return False
@@ -34,6 +35,10 @@ def segment_crosses_rect(p0: np.ndarray, p1: np.ndarray, lo: np.ndarray, hi: np.
         if t0 > t1:
             return False
     return True
+
+
+segment_crosses_rect = segment_crosses_box
+"""The 2-D case (the baseline plans in the table plane)."""
 
 
 class ZoneBaseline:
@@ -57,7 +62,7 @@ class ZoneBaseline:
     def waypoint(self, ee: np.ndarray, goal: np.ndarray, zone: np.ndarray) -> np.ndarray:
         grown = self.half[:2] + self.margin
         safe_z = zone[2] + self.half[2] + self.clearance
-        if not segment_crosses_rect(ee[:2], goal[:2], zone[:2] - grown, zone[:2] + grown):
+        if not segment_crosses_box(ee[:2], goal[:2], zone[:2] - grown, zone[:2] + grown):
             self.phase = "reach"
             return goal
         if ee[2] < safe_z - 0.01:
@@ -74,4 +79,4 @@ class ZoneBaseline:
         return self.reach(np.concatenate((q, target)))
 
 
-__all__ = ["ZoneBaseline", "segment_crosses_rect"]
+__all__ = ["ZoneBaseline", "segment_crosses_box", "segment_crosses_rect"]

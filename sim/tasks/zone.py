@@ -32,6 +32,7 @@ import math
 
 import numpy as np
 
+from robots.baselines.zone import segment_crosses_box
 from robots.spec import ObsSegment
 from sim.core import DomainRandomization
 from sim.tasks.arm import ArmTask
@@ -46,22 +47,8 @@ ZONE_OFFSET = 0.07
 
 
 def segment_hits_box(p0: np.ndarray, p1: np.ndarray, center: np.ndarray, half: np.ndarray) -> bool:
-    """Whether the segment p0→p1 touches the axis-aligned box (slab test; a point segment is a containment test)."""
-    lo, hi = center - half, center + half
-    d = p1 - p0
-    t0, t1 = 0.0, 1.0
-    for k in range(3):
-        if abs(d[k]) < 1e-12:
-            if p0[k] < lo[k] or p0[k] > hi[k]:
-                return False
-            continue
-        a, b = (lo[k] - p0[k]) / d[k], (hi[k] - p0[k]) / d[k]
-        if a > b:
-            a, b = b, a
-        t0, t1 = max(t0, a), min(t1, b)
-        if t0 > t1:
-            return False
-    return True
+    """Whether the segment p0→p1 touches the axis-aligned box ``center ± half`` (the baseline's slab test)."""
+    return segment_crosses_box(p0, p1, center - half, center + half)
 
 
 class ZoneTask(ArmTask):
