@@ -93,6 +93,14 @@ class PPOConfig(OnPolicyConfig):
     """Hidden layer widths of actor and critic."""
     log_std_init: float = 0.0
     """Initial log-std of the Gaussian policy."""
+    critic_lr: float | None = None
+    """Adam learning rate of the critic (None: ``lr``); annealed in proportion to ``lr``."""
+    n_critic_warmup_itr: int = 0
+    """Fine-tuning: the first iterations train the critic only (the actor's rollouts are the pretrained policy's), so
+    the first actor steps follow advantages of a critic fitted to that policy's returns, not of a random one."""
+    critic_warmup_epochs: int = 0
+    """In a critic-only iteration: epochs of unclipped value regression over the rollout (``num_minibatches`` a
+    epoch); 0: ``update_epochs``."""
 
 
 @dataclass
