@@ -15,6 +15,11 @@ Per update, for ``update_epochs`` epochs over ``num_minibatches`` shuffled minib
 with advantages normalised per minibatch, the global gradient norm clipped to ``max_grad_norm``, and the epochs cut
 short when the approximate KL ``E[(r − 1) − log r]`` (Schulman's k3 estimator, as CleanRL) of an epoch's last
 minibatch exceeds ``target_kl``.
+
+Fine-tuning a pretrained actor (DPPO's recipe, ``stack.algos.dppo``): the first ``n_critic_warmup_itr`` updates
+train the critic only, on unclipped ½(V − R)² (the value clip would hold a fresh critic within ±ε of its random
+start), so the actor's first step follows advantages of a critic fitted to the pretrained policy's returns; the
+critic may have its own rate (``critic_lr``).
 """
 
 from __future__ import annotations
@@ -57,9 +62,14 @@ class PPO(OnPolicyAlgorithm):
         self.policy = policy.to(self.device)
         self.critic = critic.to(self.device)
         self.parameters = [*self.policy.parameters(), *self.critic.parameters()]
-        # One Adam over both networks with eps 1e-5, as CleanRL.
+        # One Adam over both networks with eps 1e-5, as CleanRL; the critic a group of its own (its rate may differ).
         # fused: one kernel per step instead of a few per parameter (the update is hundreds of tiny steps).
-        self.optimizer = torch.optim.Adam(self.parameters, lr=cfg.lr, eps=1e-5, fused=True)
+        critic_lr = cfg.lr if cfg.critic_lr is None else cfg.critic_lr
+        self.optimizer = torch.optim.Adam([{"params": list(self.policy.parameters())},
+                                           {"params": list(self.critic.parameters()), "lr": critic_lr}],
+                                          lr=cfg.lr, eps=1e-5, fused=True)
+        self.updates = 0
+        """Updates done (critic-only ones included): the first ``n_critic_warmup_itr`` leave the actor as it is."""
         # Own generators, saved with the checkpoint, so a resumed run draws the same actions and minibatches.
         self.sample_generator = torch.Generator(device=self.device).manual_seed(seed)
         shuffle_generator = torch.Generator().manual_seed(seed + 1)
@@ -93,9 +103,36 @@ class PPO(OnPolicyAlgorithm):
         validate = torch.distributions.Distribution._validate_args
         torch.distributions.Distribution.set_default_validate_args(False)
         try:
-            return self._update(storage)
+            if self.updates < self.cfg.n_critic_warmup_itr:
+                out = self._warm_critic(storage)
+            else:
+                out = self._update(storage)
         finally:
             torch.distributions.Distribution.set_default_validate_args(validate)
+        self.updates += 1
+        return out
+
+    def _warm_critic(self, storage: RolloutStorage) -> dict[str, float]:
+        """A critic-only update: ``critic_warmup_epochs`` (or ``update_epochs``) epochs of unclipped ½(V − R)² over
+        the rollout. Only the critic gets gradients, so Adam leaves the actor (and its moments) untouched."""
+        cfg = self.cfg
+        b = storage.flat()
+        fields = {k: b[k] for k in ("obs", "values", "returns")}
+        losses: list[torch.Tensor] = []
+        for _epoch in range(cfg.critic_warmup_epochs or cfg.update_epochs):
+            for mb in self.epoch_minibatches(fields, cfg.num_minibatches):
+                v_loss = value_loss(self.critic(mb["obs"]), mb["values"], mb["returns"], None)
+                self.optimizer.zero_grad(set_to_none=True)
+                (cfg.vf_coef * v_loss).backward()
+                nn.utils.clip_grad_norm_(list(self.critic.parameters()), cfg.max_grad_norm, foreach=True)
+                self.optimizer.step()
+                losses.append(v_loss.detach())
+        with torch.no_grad():
+            fitted = self.critic(b["obs"])
+        return {"value_loss": float(torch.stack(losses).mean()),
+                "explained_variance": explained_variance(b["values"], b["returns"]),
+                "explained_variance_after": explained_variance(fitted, b["returns"]), "critic_warmup": 1.0,
+                "std": self._std()}
 
     def _update(self, storage: RolloutStorage) -> dict[str, float]:
         cfg = self.cfg
@@ -144,8 +181,20 @@ class PPO(OnPolicyAlgorithm):
         out["last_approx_kl"] = float(approx_kl)
         # max |r − 1| over the first minibatch of the first epoch: 0 unless acting and updating disagree.
         out["first_ratio_dev"] = first_ratio_dev
-        out["std"] = float(self.policy.log_std.detach().exp().mean()) if hasattr(self.policy, "log_std") else math.nan
+        out["std"] = self._std()
         return out
+
+    def _std(self) -> float:
+        return float(self.policy.log_std.detach().exp().mean()) if hasattr(self.policy, "log_std") else math.nan
+
+    # ---- checkpoints --------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Optimiser, generators and the update count (the networks are saved by the runner: policy_modules)."""
+        return {**super().state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.updates = int(state.get("updates", 0))
 
 
 # ---- construction (the runner's entry point) -------------------------------------------------------------------------
