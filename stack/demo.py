@@ -6,7 +6,10 @@ hand-written baseline controller on the same seeds → learning-curve plot and a
 export it to one ONNX file (parity-checked) → run that file through the torch-free robot runtime in MuJoCo → run it
 through the ROS 2 nodes (policy → safety → sim robot, separate processes over DDS, ``r2s deploy --sim``) for a few
 episodes, recorded to a rosbag2 MCAP bag → replay the bag: read it back without ROS and feed its recorded
-observations through the same ONNX file, checking every recorded proposal is reproduced.
+observations through the same ONNX file, checking every recorded proposal is reproduced → one HABC round on push
+(``stack.runners.habc``): a weak flow policy cloned from the push baseline's demos rolls out with a simulated operator
+(the baseline takes over when progress stalls, through the safety supervisor's mux), the round's intervention-aware
+weights fine-tune it, and its success before and after is printed on the same evaluation seeds.
 Each later stage of the stack (intervention logs, fine-tuning from them, real-to-sim) adds itself here.
 """
 
@@ -75,6 +78,7 @@ def run_demo(quick: bool = False, runs_dir: str = "runs", name: str | None = Non
     print(f"    runtime   success {onnx_eval['success_rate']:.0%}  return {onnx_eval['return_mean']:8.2f}")
 
     ros = ros_stage(exported["path"], run_dir, episodes=2 if quick else 5)
+    habc = habc_stage(quick, run_dir, runs_dir)
 
     summary = {
         "run_dir": str(run_dir),
@@ -91,10 +95,11 @@ def run_demo(quick: bool = False, runs_dir: str = "runs", name: str | None = Non
         "learning_curve": str(run_dir / "learning_curve.png"),
         "video": str(run_dir / "rollout.mp4") if (run_dir / "rollout.mp4").exists() else None,
         **(ros or {"ros": "skipped: rclpy not importable"}),
+        **habc,
         "wall_s": round(time.perf_counter() - t0, 1),
     }
     (run_dir / "demo_summary.json").write_text(json.dumps(summary, indent=2))
-    _stage(7, f"outputs in {run_dir}: learning_curve.png, rollout.mp4, policy.onnx, metrics.csv, checkpoints/"
+    _stage(8, f"outputs in {run_dir}: learning_curve.png, rollout.mp4, policy.onnx, metrics.csv, checkpoints/"
            + (", bag/ (MCAP), ros_logs/" if ros else ""))
     return summary
 
@@ -128,6 +133,40 @@ def ros_stage(policy_path: str, run_dir: Path, episodes: int) -> dict | None:
             "ros_exit_codes": summary["exit_codes"], "ros_peak_rss_mb": summary.get("peak_rss_mb"),
             "bag": summary.get("bag", str(bag)), "replay_steps": replay["steps"],
             "replay_max_abs_diff": replay["max_abs_diff"]}
+
+
+HABC_DEMO_BUDGET = {"quick": dict(demo_episodes=20, pretrain_steps=300, rollouts_per_round=6, bc_steps=100,
+                                    critic_steps=100, eval_episodes=5),
+                    "full": dict(demo_episodes=100, pretrain_steps=3000, rollouts_per_round=30, bc_steps=1000,
+                                 critic_steps=2000, eval_episodes=20)}
+"""The demo's HABC round: the full budget is one round of ``r2s bench habc --quick`` (its start policy, cached in the
+runs folder, is the bench's); ``--quick`` only shows the stage runs."""
+
+
+def habc_stage(quick: bool, run_dir: Path, runs_dir: str) -> dict:
+    """Stage 7: one HABC round on push from simulated interventions, success before/after on the same seeds."""
+    import dataclasses
+
+    from stack.bench.habc import EVAL_SEED, Budget, ensure_start, rounds_config
+    from stack.runners.habc import HABCRounds, StartPolicy
+
+    budget = Budget(rounds=1, **HABC_DEMO_BUDGET["quick" if quick else "full"])
+    _stage(7, f"one HABC round on push: a weak BC flow policy ({budget.demo_episodes} baseline demos), "
+              f"{budget.rollouts_per_round} rollouts with a simulated operator taking over on stalled progress, "
+              f"intervention-aware weighted BC; success before/after on {budget.eval_episodes} seeds")
+    start_run, demos = ensure_start(1, budget, runs_dir)
+    start = StartPolicy.from_run(start_run)
+    cfg = dataclasses.replace(rounds_config(1, budget, "habc"), rounds=1)
+    rounds = HABCRounds(cfg, start, [demos], run_dir / "habc")
+    before = rounds.evaluate(budget.eval_episodes, EVAL_SEED)
+    row = rounds.run()[0]
+    after = rounds.evaluate(budget.eval_episodes, EVAL_SEED)
+    print(f"    HABC      success {before:.0%} → {after:.0%}; rollouts {row['rollout_success']:.0%} successful, "
+          f"{row['intervened_episodes']} of {budget.rollouts_per_round} with a takeover, "
+          f"{row['human_frames']} of {row['frames']} frames under the operator")
+    return {"habc_success_before": before, "habc_success_after": after,
+            "habc_rollout_success": row["rollout_success"], "habc_human_frames": row["human_frames"],
+            "habc_frames": row["frames"], "habc_dir": str(run_dir / "habc")}
 
 
 def replay_bag(bag: str | Path, policy_path: str) -> dict:

@@ -18,6 +18,10 @@ def test_demo_quick_runs_end_to_end(tmp_path):
     assert 0.0 <= summary["policy_success_rate"] <= 1.0
     # The baseline controller is the reference every later stage improves on: it must actually reach.
     assert summary["baseline_success_rate"] >= 0.6
+    # The HABC stage ran one round with the simulated operator: it took over somewhere and both successes are rates.
+    assert 0 < summary["habc_human_frames"] < summary["habc_frames"], summary
+    assert 0.0 <= summary["habc_success_before"] <= 1.0 and 0.0 <= summary["habc_success_after"] <= 1.0
+    assert (run / "habc" / "history.json").exists()
     # The ROS 2 stage (the `ros` extra is installed by `make test`): the exported policy ran through the node graph
     # against the sim robot, was recorded, and the recorded observations replay to the recorded proposals.
     try:
