@@ -131,6 +131,8 @@ class FPO(OnPolicyAlgorithm):
         if not 1 <= self.act_steps <= policy.horizon:
             raise ValueError(f"act_steps={self.act_steps}; expected 1 ≤ act_steps ≤ horizon={policy.horizon}")
         self.eval_steps = int(cfg.eval_steps or policy.euler_steps)
+        self.updates = 0
+        """Updates done (critic-only ones included): the first ``n_critic_warmup_itr`` leave the flow as it is."""
         critic_lr = cfg.lr if cfg.critic_lr is None else cfg.critic_lr
         # One Adam, two parameter groups (actor, critic): FPO++ fine-tuning gives them different rates, which the
         # learning-rate schedule keeps in ratio.
@@ -149,7 +151,7 @@ class FPO(OnPolicyAlgorithm):
         return {"output_scale": float(self.policy.output_scale), "noise_scale": float(self.policy.noise_scale)}
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "flow_scales": self.flow_scales()}
+        return {**super().state_dict(), "flow_scales": self.flow_scales(), "updates": self.updates}
 
     def load_state_dict(self, state: dict) -> None:
         """Resume: the run's flow must have the scales it was trained with. A run written before the scales were
@@ -164,6 +166,7 @@ class FPO(OnPolicyAlgorithm):
             raise CheckpointError(f"the checkpoint's flow was trained with {saved}; this run's flow has "
                                   f"{self.flow_scales()}{hint}")
         super().load_state_dict(state)
+        self.updates = int(state.get("updates", 0))
 
     # ---- acting (the collector's Agent protocol) ----------------------------------------------------------------
     def extras_spec(self) -> dict[str, tuple[int, ...]]:
@@ -248,6 +251,9 @@ class FPO(OnPolicyAlgorithm):
         """Epochs of minibatch steps on one rollout, every epoch on the same stored (τ, ε) pairs."""
         cfg = self.cfg
         b = storage.flat()
+        if self.updates < cfg.n_critic_warmup_itr:
+            return self._warm_critic(b)
+        self.updates += 1
         keys = ("obs", "x0", "tau", "eps", "executed", "advantages", "values", "returns")
         data = {k: b[k] for k in keys}
         data["loss_old"] = self.old_losses(data)
@@ -267,6 +273,29 @@ class FPO(OnPolicyAlgorithm):
         out["max_ratio_dev"] = float(torch.stack([s["ratio_dev"] for s in stats]).max())
         out["explained_variance"] = explained_variance(b["values"], b["returns"])
         return out
+
+    def _warm_critic(self, b: dict[str, torch.Tensor]) -> dict[str, float]:
+        """A critic-only update: ``critic_warmup_epochs`` (or ``update_epochs``) epochs of unclipped ½(V − R)² over
+        the rollout's decisions. The actor's gradients stay None, so Adam leaves the flow (and its moments) as they
+        are: the rollouts of these iterations are the pretrained flow's."""
+        cfg = self.cfg
+        fields = {k: b[k] for k in ("obs", "values", "returns")}
+        losses = []
+        for _epoch in range(cfg.critic_warmup_epochs or cfg.update_epochs):
+            for mb in self.epoch_minibatches(fields, cfg.num_minibatches):
+                v_loss = value_loss(self.critic(mb["obs"]), mb["values"], mb["returns"], None)
+                self.optimizer.zero_grad(set_to_none=True)
+                (cfg.vf_coef * v_loss).backward()
+                if cfg.max_grad_norm is not None:
+                    nn.utils.clip_grad_norm_(list(self.critic.parameters()), cfg.max_grad_norm, foreach=True)
+                self.optimizer.step()
+                losses.append(float(v_loss.detach()))
+        self.updates += 1
+        with torch.no_grad():
+            fitted = self.critic(b["obs"])
+        return {"value_loss": sum(losses) / len(losses), "critic_warmup": 1.0,
+                "explained_variance": explained_variance(b["values"], b["returns"]),
+                "explained_variance_after": explained_variance(fitted, b["returns"])}
 
 
 def executed_mask(executed: torch.Tensor, horizon: int) -> torch.Tensor:

@@ -392,3 +392,18 @@ def test_resuming_a_run_from_before_the_forward_pass_output_scale_is_refused_wit
     legacy = make_algo(TrainConfig(algo="fpo", fpo=FPOConfig(hidden=(8, 8), critic_hidden=(8,), output_scale=1.0)),
                        4, 2)
     legacy.load_state_dict({**old, **{k: v for k, v in legacy.state_dict().items() if k != "flow_scales"}})
+
+
+def test_critic_warmup_iterations_move_the_critic_only_then_the_flow():
+    algo, storage = _rollout("fpo++", n_critic_warmup_itr=1, critic_warmup_epochs=4)
+    flow = [p.detach().clone() for p in algo.policy.parameters()]
+    critic = [p.detach().clone() for p in algo.critic.parameters()]
+    info = algo.update(storage)
+    assert info["critic_warmup"] == 1.0 and algo.updates == 1
+    assert info["explained_variance_after"] > info["explained_variance"]  # V was fitted to the rollout's returns
+    assert all(torch.equal(a, b) for a, b in zip(flow, algo.policy.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(critic, algo.critic.parameters()))
+    assert algo.state_dict()["updates"] == 1
+    info = algo.update(storage)  # past the warm-up: the ordinary FPO++ update moves the flow
+    assert "critic_warmup" not in info
+    assert any(not torch.equal(a, b) for a, b in zip(flow, algo.policy.parameters()))
