@@ -198,6 +198,12 @@ class FPOConfig(OnPolicyConfig):
     noise_scale: float = 1.0
     """From scratch: the flow's source noise is N(0, noise_scale²I) (FPO: 1); a fresh flow's action std is ≈ this, so
     a comparison with a Gaussian PPO can start both at the same std (``policies/flow.py``)."""
+    n_critic_warmup_itr: int = 0
+    """Fine-tuning: the first iterations train the critic only (the rollouts are the pretrained flow's), so the first
+    actor steps follow advantages of a critic fitted to that flow's returns, not of a random one."""
+    critic_warmup_epochs: int = 0
+    """In a critic-only iteration: epochs of unclipped value regression over the rollout (``num_minibatches`` a
+    epoch); 0: ``update_epochs``."""
     critic_hidden: tuple[int, ...] = (256, 256, 256, 256, 256)
     """Critic hidden widths (FPO: 5×256)."""
     critic_activation: str = "silu"
