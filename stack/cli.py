@@ -45,6 +45,8 @@ BENCHES: dict[str, str] = {
     "arm": "success of every method (PPO, FPO++, DPPO from BC, BC alone, the baseline) on the arm tasks reach and push",
     "faults": "fault injection against the real policy and safety nodes over DDS: hold latency, unsafe commands",
     "habc": "HABC rounds with a simulated operator on push vs plain/filtered BC, viability-only, HG-DAgger (success)",
+    "agency": "agency transfer (SAC + baseline arbitration) vs the baseline, residual RL, plain SAC: goal rate, "
+              "return, steps-to-goal (zone in --quick; reach, push, zone in full)",
 }
 
 
@@ -182,6 +184,9 @@ def cmd_bench(argv: list[str]) -> int:
         result = bench.run(task=args.task, quick=args.quick, device=args.device, seeds=args.seeds)
     elif args.which == "habc":  # stack.bench.habc.run(quick=..., seeds=...) -> dict
         result = bench.run(quick=args.quick, seeds=args.seeds or ([args.seed] if args.quick else None))
+    elif args.which == "agency":  # stack.bench.agency.run(quick=..., seeds=..., tasks=...) -> dict
+        result = bench.run(quick=args.quick, seeds=args.seeds or ([args.seed] if args.quick else None),
+                           tasks=[args.task] if args.task else None)
     elif args.which == "arm":  # stack.bench.arm.run(quick=..., seeds=...) -> dict
         result = bench.run(quick=args.quick, seeds=args.seeds, device=args.device)
     elif args.which == "faults":  # stack.bench.faults.run(quick=...) -> dict (needs the ROS 2 wheels)
