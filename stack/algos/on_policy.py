@@ -3,7 +3,8 @@
 * ``ppo_clip_objective`` / ``ppo_clip_loss``: the clipped surrogate (Schulman et al. 2017, eq. 7) as a loss, which
   FPO's ratio and DPPO's per-denoising-step ratio plug into;
 * ``value_loss``: ½(V − R)², optionally clipped around the rollout's value;
-* ``normalize_advantages``, ``explained_variance``;
+* ``normalize_advantages``, ``explained_variance``, ``masked_mean`` (a loss over some rows: agency transfer's learner
+  steps);
 * ``OnPolicyAlgorithm``: GAE over the rollout's decisions (``compute_returns``), the learning-rate schedule with a
   fixed ratio per optimiser parameter group (an actor and a critic rate move together), epoch minibatches, and the
   checkpointable state (optimisers and generators by name).
@@ -54,9 +55,25 @@ def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Te
     return 0.5 * torch.max(unclipped, (v_clipped - returns).pow(2)).mean()
 
 
-def normalize_advantages(advantages: torch.Tensor) -> torch.Tensor:
-    """(Â − mean) / (std + 1e-8) over the minibatch."""
-    return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """The mean of ``values`` over the rows where ``mask`` (bool) holds, 0 where none does; the plain mean when
+    ``mask`` is None. Agency transfer masks the baseline's steps out of the policy loss this way."""
+    if mask is None:
+        return values.mean()
+    weights = mask.to(values.dtype)
+    return (values * weights).sum() / weights.sum().clamp(min=1.0)
+
+
+def normalize_advantages(advantages: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """(Â − mean) / (std + 1e-8) over the minibatch, or with ``mask`` over its masked rows only (the statistics of the
+    steps the policy loss sees; the other rows are left unnormalised, as the loss ignores them)."""
+    if mask is None:
+        return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    weights = mask.to(advantages.dtype)
+    count = weights.sum()
+    mean = (advantages * weights).sum() / count.clamp(min=1.0)
+    var = ((advantages - mean).pow(2) * weights).sum() / (count - 1.0).clamp(min=1.0)  # unbiased, as Tensor.std
+    return torch.where(mask, (advantages - mean) / (var.sqrt() + 1e-8), advantages)
 
 
 @torch.no_grad()
@@ -142,5 +159,5 @@ class OnPolicyAlgorithm:
             g.set_state(state[k])
 
 
-__all__ = ["OnPolicyAlgorithm", "explained_variance", "normalize_advantages", "ppo_clip_loss", "ppo_clip_objective",
-           "value_loss"]
+__all__ = ["OnPolicyAlgorithm", "explained_variance", "masked_mean", "normalize_advantages", "ppo_clip_loss",
+           "ppo_clip_objective", "value_loss"]
