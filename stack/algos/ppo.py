@@ -20,6 +20,10 @@ Fine-tuning a pretrained actor (DPPO's recipe, ``stack.algos.dppo``): the first 
 train the critic only, on unclipped ½(V − R)² (the value clip would hold a fresh critic within ±ε of its random
 start), so the actor's first step follows advantages of a critic fitted to the pretrained policy's returns; the
 critic may have its own rate (``critic_lr``).
+
+Agency transfer (``stack.algos.agency_on_policy``): a rollout whose extras hold ``authority`` (1 learner, 0 baseline)
+has its baseline steps masked out of the actor's terms — surrogate, entropy, KL and clip fraction are means over the
+learner's steps, advantages normalised over them — while the value loss (and GAE) uses every step.
 """
 
 from __future__ import annotations
@@ -29,8 +33,8 @@ import math
 import torch
 from torch import nn
 
-from stack.algos.on_policy import (OnPolicyAlgorithm, explained_variance, normalize_advantages, ppo_clip_loss,
-                                   value_loss)
+from stack.algos.on_policy import (OnPolicyAlgorithm, explained_variance, masked_mean, normalize_advantages,
+                                   ppo_clip_loss, ppo_clip_objective, value_loss)
 from stack.config import PPOConfig
 from stack.rollout import RolloutStorage
 
@@ -146,23 +150,33 @@ class PPO(OnPolicyAlgorithm):
         for _epoch in range(cfg.update_epochs):
             epochs += 1
             fields = {k: b[k] for k in ("obs", "actions", "log_probs", "advantages", "values", "returns")}
+            if "authority" in b:
+                fields["authority"] = b["authority"]
             for mb in self.epoch_minibatches(fields, cfg.num_minibatches):
                 obs, actions = mb["obs"], mb["actions"][:, 0]
+                # Agency transfer: only the learner's steps (authority 1) have a log-probability under the sampling
+                # policy; the baseline's are masked out of every actor term (the critic trains on all steps).
+                learner = mb["authority"] > 0.5 if "authority" in mb else None
                 dist = self.policy.distribution(obs)
                 new_log_probs = dist.log_prob(actions).sum(-1)
-                entropy = dist.entropy().sum(-1).mean()
+                entropy = masked_mean(dist.entropy().sum(-1), learner)
                 new_values = self.critic(obs)
                 log_ratio = new_log_probs - mb["log_probs"]
+                if learner is not None:
+                    log_ratio = torch.where(learner, log_ratio, torch.zeros_like(log_ratio))
                 ratio = log_ratio.exp()
                 with torch.no_grad():
-                    approx_kl = ((ratio - 1.0) - log_ratio).mean()
-                    clipfrac = ((ratio - 1.0).abs() > cfg.clip_coef).float().mean()
+                    approx_kl = masked_mean((ratio - 1.0) - log_ratio, learner)
+                    clipfrac = masked_mean(((ratio - 1.0).abs() > cfg.clip_coef).float(), learner)
                     if n == 0:
                         first_ratio_dev = float((ratio - 1.0).abs().max())
                 adv = mb["advantages"]
                 if cfg.norm_adv:
-                    adv = normalize_advantages(adv)
-                pg_loss = ppo_clip_loss(ratio, adv, cfg.clip_coef)
+                    adv = normalize_advantages(adv, learner)
+                if learner is None:
+                    pg_loss = ppo_clip_loss(ratio, adv, cfg.clip_coef)
+                else:
+                    pg_loss = masked_mean(ppo_clip_objective(ratio, adv, cfg.clip_coef), learner)
                 v_loss = value_loss(new_values, mb["values"], mb["returns"], vclip)
                 loss = pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * v_loss
                 self.optimizer.zero_grad(set_to_none=True)
