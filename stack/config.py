@@ -364,7 +364,9 @@ class BCConfig:
 class AgencyConfig:
     """Agency transfer (CALF family, arXiv 2606.09825; ``stack.algos.agency``) and its residual-RL peer, on the SAC
     backbone (``sac`` section): per-step arbitration between the task's baseline controller and the learner, an
-    episode-end schedule that hands agency to the learner. The runner is ``stack.runners.arbitrated``."""
+    episode-end schedule that hands agency to the learner. The runner is ``stack.runners.arbitrated``; on PPO
+    (agency_ppo: V(s) certificate, baseline steps masked out of the policy loss) it is
+    ``stack.runners.arbitrated_on_policy``."""
 
     p0: float = 0.9
     """Initial relax probability at an episode's start."""
@@ -389,19 +391,21 @@ def eval_seed(seed: int) -> int:
     return EVAL_SEED_OFFSET + 1000 * int(seed)
 
 
-ALGOS = ("ppo", "fpo", "dppo", "sac", "bc", "agency", "residual")
+ALGOS = ("ppo", "fpo", "dppo", "sac", "bc", "agency", "residual", "agency_ppo")
 """Every algorithm ``r2s train`` runs; the runner of each: on-policy (ppo, fpo, dppo), off-policy (sac), offline
-(bc), arbitrated off-policy (agency, residual: SAC with the task's baseline)."""
+(bc), arbitrated off-policy (agency, residual: SAC with the task's baseline), arbitrated on-policy (agency_ppo)."""
 ON_POLICY = ("ppo", "fpo", "dppo")
+AGENCY_ON_POLICY = {"agency_ppo": "ppo"}
+"""Agency transfer on an on-policy backbone: algo → the backbone whose section (``ppo``) and algorithm it trains."""
 
 
 @dataclass
 class TrainConfig:
     """One training run: algorithm, policy, task, budget."""
 
-    algo: Literal["ppo", "fpo", "dppo", "sac", "bc", "agency", "residual"] = "ppo"
+    algo: Literal["ppo", "fpo", "dppo", "sac", "bc", "agency", "residual", "agency_ppo"] = "ppo"
     """Training algorithm: on-policy (ppo, fpo, dppo), off-policy (sac), offline (bc, from ``dataset``) or with the
-    task's baseline on SAC (agency: agency transfer, residual: residual RL)."""
+    task's baseline on SAC (agency: agency transfer, residual: residual RL) or on PPO (agency_ppo)."""
     policy: Literal["gaussian", "diffusion", "flow"] = "gaussian"
     """Policy family."""
     env: EnvConfig = field(default_factory=EnvConfig)
@@ -451,11 +455,18 @@ class TrainConfig:
     across seeds: seeds.csv, summary.json, learning_curve.png); empty: one run with ``seed``."""
 
     @property
+    def on_policy_algo(self) -> str:
+        """The on-policy algorithm ``algo`` trains: itself, or an agency algo's backbone (agency_ppo → ppo)."""
+        backbone = AGENCY_ON_POLICY.get(self.algo, self.algo)
+        if backbone not in ON_POLICY:
+            raise ValueError(f"algo={self.algo!r} has no on-policy section; expected one of "
+                             f"{ON_POLICY + tuple(AGENCY_ON_POLICY)}")
+        return backbone
+
+    @property
     def on_policy(self) -> OnPolicyConfig:
-        """The on-policy algorithm's own section (``ppo``, ``fpo`` or ``dppo``)."""
-        if self.algo not in ON_POLICY:
-            raise ValueError(f"algo={self.algo!r} has no on-policy section; expected one of {ON_POLICY}")
-        return getattr(self, self.algo)
+        """The on-policy algorithm's own section (``ppo``, ``fpo`` or ``dppo``; agency_ppo's is ``ppo``)."""
+        return getattr(self, self.on_policy_algo)
 
 
 # ---- presets ----------------------------------------------------------------------------------------------------
