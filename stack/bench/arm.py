@@ -38,6 +38,8 @@ METHODS = ("baseline", "ppo", "fpo++", "bc", "dppo", "bc_gauss", "ppo_bc")
 PUSH_METHOD = "ppo_bc"
 """The method ``--quick`` takes to push (the only RL method measured ≥ 60 % there within 1M env steps)."""
 PPO_BC_LR = 1e-4
+PPO_BC_WARMUP_ITR = 10
+"""Critic-only iterations (1,024 env steps each) before ppo_bc's actor moves."""
 TASK_KWARGS = {"action_mode": "delta"}
 EVAL_EPISODES = 50
 EVAL_SEED = 10_000
@@ -96,7 +98,10 @@ def train_config(method: str, task: str, steps: int, seed: int, runs_dir: str, d
                            **{**common, "eval_every": bc.grad_steps, "checkpoint_every": bc.grad_steps,
                               "total_env_steps": 0})
     if method == "ppo_bc":
-        ppo = PPOConfig(rollout_steps=128, gamma=0.95, update_epochs=5, num_minibatches=8, lr=PPO_BC_LR)
+        # the critic is fresh: PPO_BC_WARMUP_ITR critic-only iterations (20 epochs each) fit it to the BC policy's
+        # returns before the actor's first step, and it learns at 3× the actor's rate
+        ppo = PPOConfig(rollout_steps=128, gamma=0.95, update_epochs=5, num_minibatches=8, lr=PPO_BC_LR,
+                        critic_lr=3 * PPO_BC_LR, n_critic_warmup_itr=PPO_BC_WARMUP_ITR, critic_warmup_epochs=20)
         return TrainConfig(algo="ppo", policy="gaussian", ppo=ppo, init_from=init_from, **common)
     if method == "dppo":
         # 64 decisions × 8 envs × K′ 10 = 5,120 (x^k, x^{k−1}) pairs an iteration: 4 minibatches of 1,280
