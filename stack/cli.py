@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "record": "record demonstrations or intervention logs",
     "replay": "replay an intervention log for fine-tuning",
     "sysid": "calibrate the simulator from real logs (real-to-sim)",
+    "logs": "inspect recorded bags (logs info BAG: episodes, rates, interventions, outcomes, policy versions)",
     "bench": "benchmarks that print JSON (sim, ppo, …)",
     "tasks": "list the simulation tasks and robots",
 }
@@ -197,6 +198,30 @@ def cmd_bench(argv: list[str]) -> int:
     return 0
 
 
+def cmd_logs(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="r2s logs", description=COMMANDS["logs"])
+    sub = p.add_subparsers(dest="action", required=True)
+    info = sub.add_parser("info", help="episodes, duration, rate per topic, interventions, outcomes, policy versions")
+    info.add_argument("bag", help="a bag directory (rosbag2, MCAP) or one .mcap file")
+    info.add_argument("--json", action="store_true", help="print one line of JSON (for scripts)")
+    args = p.parse_args(argv)
+    import warnings
+
+    from stack.data.logs import format_summary, read_log, summary
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:  # damage is warned about on stderr, never raised
+            warnings.simplefilter("always")
+            result = summary(read_log(args.bag))
+    except FileNotFoundError as e:
+        print(f"r2s logs {args.action}: {e}", file=sys.stderr)
+        return 2
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    print(json.dumps(result) if args.json else format_summary(result))
+    return 0
+
+
 def cmd_deploy(argv: list[str]) -> int:
     try:
         import rclpy  # noqa: F401
@@ -216,6 +241,7 @@ HANDLERS: dict[str, Callable[[list[str]], int]] = {
     "eval": cmd_eval,
     "export": cmd_export,
     "deploy": cmd_deploy,
+    "logs": cmd_logs,
     "bench": cmd_bench,
     "tasks": cmd_tasks,
 }
