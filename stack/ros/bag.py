@@ -371,7 +371,7 @@ class _FileReader:
         self.decode = decode
         self.schemas: dict[int, Schema] = {}
         self.channels: dict[int, tuple[str, str, int]] = {}  # id -> (topic, encoding, schema id)
-        self.messages: list[tuple[str, int, object]] = []
+        self.messages: list[tuple[str, int, int, object]] = []  # (topic, log time, publish time, message)
         self.unknown_channel = self.undecodable = 0
         from mcap_ros2.decoder import DecoderFactory
 
@@ -380,7 +380,7 @@ class _FileReader:
     def warn(self, text: str) -> None:
         warnings.warn(f"read_bag: {self.path}: {text}", BagRecoveryWarning, stacklevel=4)
 
-    def read(self) -> list[tuple[str, int, object]]:
+    def read(self) -> list[tuple[str, int, int, object]]:
         try:
             with open(self.path, "rb") as f:
                 size = os.fstat(f.fileno()).st_size
@@ -398,11 +398,18 @@ class _FileReader:
         return self.messages
 
     def _scan(self, buf) -> None:
-        if buf[:len(_MAGIC)] != _MAGIC:
-            self.warn("does not start with the MCAP magic: not an MCAP file; skipped")
-            return
-        self._summary_definitions(buf)
         pos, end = len(_MAGIC), len(buf)
+        if buf[:len(_MAGIC)] != _MAGIC:
+            # A damaged first byte must not cost a whole file: read on if MCAP chunks follow (another format has
+            # none: a chunk's lengths must agree with each other and with the file).
+            first = self._resync(buf, len(_MAGIC))
+            if first is None:
+                self.warn("does not start with the MCAP magic (bytes 0-7) and holds no MCAP chunk: not an MCAP "
+                          "file; skipped")
+                return
+            self.warn(f"the MCAP magic (bytes 0-7) is damaged; reading the MCAP records from byte {first} on")
+            pos = first if buf[pos] != 0x01 else pos  # the header record (opcode 0x01) may still be intact
+        self._summary_definitions(buf)
         while pos < end:
             if pos + 9 > end:
                 self.warn(f"ends inside a record header at byte {pos} (unfinished file: recording cut short?); "
@@ -494,7 +501,7 @@ class _FileReader:
             cid, sid, topic, encoding = c.u("<H"), c.u("<H"), c.string(), c.string()
             self.channels[cid] = (topic, encoding, sid)
         else:
-            cid, _seq, log_time, _pub = c.u("<H"), c.u("<I"), c.u("<Q"), c.u("<Q")
+            cid, _seq, log_time, publish_time = c.u("<H"), c.u("<I"), c.u("<Q"), c.u("<Q")
             data = c.take(c.end - c.pos)
             channel = self.channels.get(cid)
             if channel is None:
@@ -502,13 +509,13 @@ class _FileReader:
                 return
             topic, encoding, sid = channel
             if not self.decode:
-                self.messages.append((topic, log_time, data))
+                self.messages.append((topic, log_time, publish_time, data))
                 return
             try:
                 decoder = self._decoders.decoder_for(encoding, self.schemas.get(sid))
                 if decoder is None:
                     raise ValueError(f"no decoder for {encoding!r} with schema {sid}")
-                self.messages.append((topic, log_time, decoder(data)))
+                self.messages.append((topic, log_time, publish_time, decoder(data)))
             except Exception:  # a damaged payload in an undamaged-looking record: that message only
                 self.undecodable += 1
 
@@ -540,11 +547,12 @@ def _bag_files(path: Path) -> list[Path]:
     return files + [f for f in found if f not in files]
 
 
-def read_bag(path: str | os.PathLike, decode: bool = True) -> dict[str, list]:
+def read_bag(path: str | os.PathLike, decode: bool = True, publish_time: bool = False) -> dict[str, list]:
     """Every message of a bag (directory) or one MCAP file, decoded as ROS 2 messages with ``mcap_ros2``:
     ``{topic: [(log_time_ns, message), ...]}``, files in rotation order, each file's messages in log-time order.
-    ``decode=False`` gives the CDR bytes instead. Plain Python, no rclpy: what a laptop without ROS reads a robot's
-    log with.
+    ``decode=False`` gives the CDR bytes instead; ``publish_time=True`` gives ``(log_time_ns, publish_time_ns,
+    message)`` (the recorder stores the sender's DDS source time there: the order one node published in). Plain
+    Python, no rclpy: what a laptop without ROS reads a robot's log with.
 
     Damage never raises: an unfinished file (a killed recorder), a truncated or corrupt one, a file that is not
     MCAP or a missing ``metadata.yaml`` gives a ``BagRecoveryWarning`` naming the file and the byte offset, and
@@ -562,6 +570,6 @@ def read_bag(path: str | os.PathLike, decode: bool = True) -> dict[str, list]:
     for file in files:
         messages = _FileReader(file, decode).read()
         messages.sort(key=lambda m: m[1])  # stable: arrival order kept among equal times
-        for topic, log_time, msg in messages:
-            out.setdefault(topic, []).append((log_time, msg))
+        for topic, log_time, pub_time, msg in messages:
+            out.setdefault(topic, []).append((log_time, pub_time, msg) if publish_time else (log_time, msg))
     return out
