@@ -187,6 +187,12 @@ class RolloutCollector:
         self._ep_return = np.zeros(self.num_envs)
         self._ep_length = np.zeros(self.num_envs, np.int64)
 
+    @property
+    def current_obs(self) -> np.ndarray | None:
+        """The raw (unnormalised) observations [N, obs_dim] the next decision acts on (None before ``reset``): what
+        a baseline controller beside the policy reads."""
+        return self._obs
+
     def reset(self, seed: int | None = None) -> None:
         """Start new episodes in every env (and forget the reward scaler's running returns)."""
         obs, _ = self.envs.reset(seed=seed)
