@@ -29,19 +29,21 @@ import numpy as np
 import torch
 
 from stack import checkpoint
-from stack.config import ON_POLICY, TrainConfig
+from stack.config import AGENCY_ON_POLICY, ON_POLICY, TrainConfig
 from stack.controller import PolicyController
 from stack.normalize import ObsNormalizer, RewardScaler
-from stack.rollout import ActionScaler, RolloutCollector, RolloutStorage
+from stack.rollout import ActionScaler, RolloutCollector, RolloutStats, RolloutStorage
 from stack.runners.base import Runner, make_envs
 
 
 def make_algo(cfg: TrainConfig, obs_dim: int, act_dim: int, device: torch.device,
               pretrained: torch.nn.Module | None = None):
-    """The algorithm object of ``cfg.algo`` (its module imported only when used: dppo/fpo pull in more code)."""
-    if cfg.algo not in ON_POLICY:
-        raise ValueError(f"algo={cfg.algo!r}: the on-policy runner drives {ON_POLICY}")
-    return importlib.import_module(f"stack.algos.{cfg.algo}").make_algo(cfg, obs_dim, act_dim, device, pretrained)
+    """The algorithm object of ``cfg.algo`` (its module imported only when used: dppo/fpo pull in more code); for an
+    agency algo its backbone's (the arbitrated runner wraps it)."""
+    if cfg.algo not in ON_POLICY + tuple(AGENCY_ON_POLICY):
+        raise ValueError(f"algo={cfg.algo!r}: the on-policy runner drives {ON_POLICY + tuple(AGENCY_ON_POLICY)}")
+    module = importlib.import_module(f"stack.algos.{cfg.on_policy_algo}")
+    return module.make_algo(cfg, obs_dim, act_dim, device, pretrained)
 
 
 def load_pretrained(run_dir: str | Path, device: str | torch.device = "cpu"):
@@ -79,7 +81,7 @@ class OnPolicyRunner(Runner):
         else:
             self.obs_normalizer = ObsNormalizer(self.obs_dim, clip=p.clip_obs, enabled=p.norm_obs)
             self.action_scaler = ActionScaler.for_space(act_space)
-        self.algo = make_algo(cfg, self.obs_dim, self.act_dim, self.device, pretrained)
+        self.algo = self.make_algo(pretrained)
         self.base_lr = self.algo.learning_rate
         """The configured learning rate (anneal_lr scales it down linearly)."""
         self.reward_scaler = RewardScaler(cfg.env.num_envs, p.gamma, clip=p.clip_reward, enabled=p.norm_reward,
@@ -93,6 +95,10 @@ class OnPolicyRunner(Runner):
         self.recent_returns: deque[float] = deque(maxlen=20)
         if self.resume_from is not None:
             self.restore(checkpoint.load(cfg.resume, require=tuple(self.algo.policy_modules())))
+
+    def make_algo(self, pretrained: torch.nn.Module | None):
+        """The algorithm this runner drives (the arbitrated runner wraps its backbone)."""
+        return make_algo(self.cfg, self.obs_dim, self.act_dim, self.device, pretrained)
 
     @property
     def policy(self) -> torch.nn.Module:
@@ -137,6 +143,14 @@ class OnPolicyRunner(Runner):
                                 self.algo.act_steps, self.device, seed)
 
     # ---- the loop -------------------------------------------------------------------------------------------------
+    def collect_rollout(self) -> RolloutStats:
+        """One rollout into ``self.storage`` (the arbitrated runner arbitrates inside it)."""
+        return self.collector.collect(self.algo, self.storage)
+
+    def extra_metrics(self) -> dict:
+        """Further columns of an iteration's metrics row (none here)."""
+        return {}
+
     def learn(self) -> Path:
         cfg, p = self.cfg, self.cfg.on_policy
         total = cfg.total_env_steps
@@ -150,7 +164,7 @@ class OnPolicyRunner(Runner):
                     self.algo.set_learning_rate(self.base_lr * frac, frac)
                 lr = self.algo.learning_rate
                 t0 = time.perf_counter()
-                stats = self.collector.collect(self.algo, self.storage)
+                stats = self.collect_rollout()
                 t1 = time.perf_counter()
                 self.algo.compute_returns(self.storage)
                 info = self.algo.update(self.storage)
@@ -159,7 +173,7 @@ class OnPolicyRunner(Runner):
                 self.steps += stats.steps
                 self.iteration += 1
                 self.recent_returns.extend(stats.episode_returns)
-                row = {"iteration": self.iteration, "lr": lr, **info,
+                row = {"iteration": self.iteration, "lr": lr, **info, **self.extra_metrics(),
                        "steps_per_s": stats.steps / (t2 - t0), "rollout_s": t1 - t0, "env_s": stats.env_s,
                        "update_s": t2 - t1}
                 if stats.episode_returns:
