@@ -69,6 +69,9 @@ class Episode:
     values: dict[str, str]
     """Every value of the start and end events (seed, length, return, reason, run_id …)."""
     steps: dict[str, np.ndarray]
+    unstepped_reward: float = 0.0
+    """Rewards of the episode no policy step took: the sim's control steps that ran before the policy's first step
+    in it (on the command left from the reset). The episode's return is this plus the steps' rewards."""
 
     @property
     def length(self) -> int:
@@ -102,10 +105,10 @@ def read_log(path: str | os.PathLike) -> BagLog:
         warnings.simplefilter("always")
         msgs = read_bag(path, publish_time=True)
         custom = _custom_data(path)
-        steps, obs_names, action_names = _steps(msgs, T)
         events = _events(msgs.get(T.EPISODE, []))
+        steps, obs_names, action_names, unstepped = _steps(msgs, T, barriers=[e[1] for e in events])
         policy_infos = _policy_infos(msgs.get(T.POLICY_INFO, []))
-        episodes, outside = _episodes(steps, events, policy_infos, custom)
+        episodes, outside = _episodes(steps, events, policy_infos, custom, unstepped)
     texts = []
     for w in caught:  # shown to the caller as they came, and kept for the summary
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
@@ -151,8 +154,9 @@ def _rows(values: list, width: int, what: str) -> np.ndarray:
     return out
 
 
-def _steps(msgs: dict, T) -> tuple[dict[str, np.ndarray], list[str], list[str]]:
-    """Every policy step of the bag, in publication order, with its decision, reward and success joined."""
+def _steps(msgs: dict, T, barriers=()) -> tuple[dict[str, np.ndarray], list[str], list[str], np.ndarray]:
+    """Every policy step of the bag, in publication order, with its decision, reward and success joined; and the
+    [time, reward] rows no step took (``_join_rewards``)."""
     obs = sorted(msgs.get(T.OBSERVATION, []), key=lambda r: _time(r[0], r[1]))
     decisions = _decisions(msgs, T)
     obs_names = list(obs[-1][2].name) if obs else []
@@ -169,9 +173,9 @@ def _steps(msgs: dict, T) -> tuple[dict[str, np.ndarray], list[str], list[str]]:
     }
     steps["proposal"] = _proposals(msgs.get(T.PROPOSAL, []), steps["stamp_ns"], act_dim)
     _join_decisions(steps, decisions, act_dim)
-    _join_rewards(steps, msgs.get(T.REWARD, []), msgs.get(T.SUCCESS, []))
+    unstepped = _join_rewards(steps, msgs.get(T.REWARD, []), msgs.get(T.SUCCESS, []), barriers)
     assert all(len(steps[k]) == n for k in STEP_FIELDS)
-    return steps, obs_names, action_names
+    return steps, obs_names, action_names, unstepped
 
 
 def _proposals(rows: list, stamps: np.ndarray, act_dim: int) -> np.ndarray:
@@ -256,26 +260,35 @@ def _join_decisions(steps: dict, d: dict, act_dim: int) -> None:
     steps["safety_status"] = pick(d["status"], "")
 
 
-def _join_rewards(steps: dict, rewards: list, successes: list) -> None:
-    n = len(steps["time_ns"])
-    reward, success = np.full(n, np.nan), np.zeros(n, dtype=bool)
-    ends = _next_times(steps["time_ns"])
+def _join_rewards(steps: dict, rewards: list, successes: list, barriers=()) -> np.ndarray:
+    """Each reward (and success flag) to the last step published before it — unless an episode event lies between
+    them: the sim's first control steps of an episode may run before the policy's first step in it (on the command
+    left from the reset), and their rewards belong to no step. Returns those as [time_ns, reward] rows."""
+    times = steps["time_ns"]
+    reward, success = np.full(len(times), np.nan), np.zeros(len(times), dtype=bool)
+    ends, barriers = _next_times(times), np.sort(np.asarray(barriers, dtype=np.int64))
+    unstepped = []
     for rows, is_reward in ((rewards, True), (successes, False)):
         for log, pub, m in sorted(rows, key=lambda r: _time(r[0], r[1])):
             t = _time(log, pub)
-            k = int(np.searchsorted(steps["time_ns"], t, side="right")) - 1
-            if k < 0 or t >= ends[k]:
-                continue  # before the first step, or long after the last: no step of this bag took it
+            k = int(np.searchsorted(times, t, side="right")) - 1
+            crossed = k >= 0 and np.searchsorted(barriers, times[k], side="right") < np.searchsorted(
+                barriers, t, side="right")
+            if k < 0 or t >= ends[k] or crossed:
+                if is_reward:
+                    unstepped.append((t, float(m.data)))
+                continue
             if is_reward:
                 reward[k] = float(m.data) + (0.0 if math.isnan(reward[k]) else reward[k])
             else:
                 success[k] = bool(m.data)  # the flag after the step: the last one published during it
     steps["reward"], steps["success"] = reward, success
+    return np.array(unstepped, dtype=np.float64).reshape(-1, 2)
 
 
 # ---- episodes -----------------------------------------------------------------------------------------------------
-def _events(rows: list) -> list[tuple[int, str, dict[str, str]]]:
-    """(stamp, start | end, values) of each well-formed episode event, in publication order."""
+def _events(rows: list) -> list[tuple[int, int, str, dict[str, str]]]:
+    """(stamp, publication time, start | end, values) of each well-formed episode event, in publication order."""
     from stack.ros.episode_tracker import episode_event
     from stack.ros.messages import BadMessage
 
@@ -286,7 +299,7 @@ def _events(rows: list) -> list[tuple[int, str, dict[str, str]]]:
         except BadMessage as e:
             _warn(f"an episode event at {log} ns is malformed ({e}); ignored")
             continue
-        out.append((_stamp(m) or _time(log, pub), event, values))
+        out.append((_stamp(m) or _time(log, pub), _time(log, pub), event, values))
     return out
 
 
@@ -299,25 +312,25 @@ def _policy_infos(rows: list) -> list[tuple[int, dict[str, str]]]:
 
 
 def _spans(events: list) -> list[list]:
-    """[start stamp, end stamp, start values, end values] per episode, in order; a lost event's stamp is None (its
-    values {} / None), for ``_resolve`` to infer."""
+    """[start stamp, end stamp, start values, end values, start time, end time] per episode, in order (times: of
+    publication); a lost event's stamp and time are None (its values {} / None), for ``_resolve`` to infer."""
     spans: list[list] = []
-    for stamp, event, values in events:
+    for stamp, time_ns, event, values in events:
         open_span = spans[-1] if spans and spans[-1][1] is None else None
         if event == "start":
             if open_span is not None:
                 _warn(f"episode {open_span[2].get('episode')} has no end event (a lost or cut file?): its steps up "
                       "to the next start are kept, without an outcome")
-            spans.append([stamp, None, values, None])
+            spans.append([stamp, None, values, None, time_ns, None])
         elif open_span is not None and open_span[2].get("episode") == values.get("episode"):
-            open_span[1], open_span[3] = stamp, values
+            open_span[1], open_span[3], open_span[5] = stamp, values, time_ns
         else:
             if open_span is not None:
                 _warn(f"episode {open_span[2].get('episode')} has no end event (a lost or cut file?): kept, without "
                       "an outcome")
             _warn(f"episode {values.get('episode')} has no start event (a lost or cut file?): its steps since the "
                   "previous episode are kept")
-            spans.append([None, stamp, {}, values])
+            spans.append([None, stamp, {}, values, None, time_ns])
     if spans and spans[-1][1] is None:
         _warn(f"episode {spans[-1][2].get('episode')} has no end event (recording cut short?): its steps to the end "
               "of the bag are kept, without an outcome")
@@ -345,13 +358,18 @@ def _resolve(spans: list[list], stamps: np.ndarray) -> list[list]:
     return spans
 
 
-def _episodes(steps: dict, events: list, infos: list, custom: dict) -> tuple[list[Episode], dict]:
+def _episodes(steps: dict, events: list, infos: list, custom: dict,
+              unstepped: np.ndarray) -> tuple[list[Episode], dict]:
     stamps = steps["stamp_ns"]
-    spans = _resolve(_spans(events), stamps) if events else [[-math.inf, math.inf, {}, None]] if len(stamps) else []
+    spans = _resolve(_spans(events), stamps) if events else \
+        [[-math.inf, math.inf, {}, None, None, None]] if len(stamps) else []
     inside = np.zeros(len(stamps), dtype=bool)
     episodes = []
-    for start, end, first, last in spans:
+    for start, end, first, last, t_start, t_end in spans:
         sel = (stamps > start) & (stamps < end)
+        t_lo = t_start if t_start is not None else steps["time_ns"][sel][0] if sel.any() else math.inf
+        t_hi = t_end if t_end is not None else math.inf
+        orphans = unstepped[(unstepped[:, 0] > t_lo) & (unstepped[:, 0] <= t_hi), 1]
         inside |= sel
         values = {**first, **(last or {})}
         t0 = steps["time_ns"][sel][0] if sel.any() else 0
@@ -366,7 +384,7 @@ def _episodes(steps: dict, events: list, infos: list, custom: dict) -> tuple[lis
             task=values.get("task") or custom.get("task", ""),
             policy_version=values.get("policy_version") or info.get("policy_version")
             or custom.get("policy_version", ""),
-            values=values, steps={k: v[sel] for k, v in steps.items()}))
+            values=values, steps={k: v[sel] for k, v in steps.items()}, unstepped_reward=float(np.sum(orphans))))
     return episodes, {k: v[~inside] for k, v in steps.items()}
 
 
@@ -422,7 +440,7 @@ def summary(log: BagLog) -> dict:
         "per_episode": [{"episode": e.index, "steps": e.length, "outcome": e.outcome, "success_step": e.success_step,
                          "robot": e.robot, "task": e.task, "policy_version": e.policy_version,
                          "human_steps": int(np.count_nonzero(e.steps["authority"] == human)),
-                         "return": float(np.nansum(e.steps["reward"])) if e.length else 0.0}
+                         "return": (float(np.nansum(e.steps["reward"])) if e.length else 0.0) + e.unstepped_reward}
                         for e in eps],
         "warnings": list(log.warnings),
     }

@@ -320,20 +320,30 @@ def _chunk_records(body: bytes) -> bytes:
     size, crc = c.u("<Q"), c.u("<I")
     compression = c.string()
     data = c.take(c.u("<Q"))
+    # Decompressed at most one byte past the declared size, a piece at a time: a damaged size field (say 2**60) must
+    # cost a warning, not a MemoryError.
     if compression == "zstd":
         import zstandard
 
         try:
-            data = zstandard.ZstdDecompressor().decompress(data, max_output_size=size)
-        except zstandard.ZstdError as e:
-            raise _Corrupt(f"zstd chunk does not decompress ({e})") from None
+            reader = zstandard.ZstdDecompressor().stream_reader(data)
+            pieces, total = [], 0
+            while total <= size:
+                piece = reader.read(min(1 << 20, size + 1 - total))
+                if not piece:
+                    break
+                pieces.append(piece)
+                total += len(piece)
+            data = b"".join(pieces)
+        except (zstandard.ZstdError, MemoryError) as e:
+            raise _Corrupt(f"zstd chunk does not decompress ({type(e).__name__}: {e})") from None
     elif compression == "lz4":
         import lz4.frame
 
         try:
-            data = lz4.frame.decompress(data)
-        except RuntimeError as e:
-            raise _Corrupt(f"lz4 chunk does not decompress ({e})") from None
+            data = lz4.frame.LZ4FrameDecompressor().decompress(data, max_length=min(size + 1, 1 << 62))
+        except (RuntimeError, MemoryError, OverflowError) as e:
+            raise _Corrupt(f"lz4 chunk does not decompress ({type(e).__name__}: {e})") from None
     elif compression:
         raise _Corrupt(f"unknown chunk compression {compression!r}")
     if len(data) != size:

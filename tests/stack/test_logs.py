@@ -24,6 +24,7 @@ OBS_NAMES = [f"joint_pos[{i}]" for i in range(6)] + [f"goal[{i}]" for i in range
 PERIOD = 50_000_000  # 20 Hz, ns
 HUMAN_MASK = np.array([1, 1, 0, 0, 0, 0], bool)
 VERSION = "sha256:0123abcd"
+PRE_STEP = -3.25
 
 
 def _store():
@@ -101,9 +102,15 @@ class Graph:
             layout=t["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0), data=np.asarray(mask, float)))
         self.send(T.SAFETY_STATUS, t["std_msgs/msg/String"](data=status))
 
-    def step(self, stamp, obs, proposal, reward=None, success=False, human=None, hold=False, jitter=0):
+    def reward(self, reward, success=False):
+        t = self._types()
+        self.send(T.REWARD, t["std_msgs/msg/Float64"](data=float(reward)))
+        self.send(T.SUCCESS, t["std_msgs/msg/Bool"](data=bool(success)))
+
+    def step(self, stamp, obs, proposal, reward=None, success=False, human=None, hold=False, jitter=0, extra=()):
         """One policy step at ``stamp``; ``human``: the teleop command(s) (a list) the safety node executes instead;
-        ``hold``: the safety node holds (stamped with its own clock)."""
+        ``hold``: the safety node holds (stamped with its own clock); ``extra``: rewards of further sim control steps
+        before the next policy step (the policy missed a tick)."""
         t = self._types()
         self.send(T.PROPOSAL, self._traj(stamp, JOINTS, proposal))
         self.send(T.OBSERVATION, t["sensor_msgs/msg/JointState"](
@@ -126,8 +133,9 @@ class Graph:
             row.update(executed=executed, authority=AUTHORITY["policy"], mask=np.zeros(6, bool), status="ok",
                        executed_stamp=stamp)
         if reward is not None:
-            self.send(T.REWARD, t["std_msgs/msg/Float64"](data=float(reward)))
-            self.send(T.SUCCESS, t["std_msgs/msg/Bool"](data=bool(success)))
+            for r in (reward, *extra):
+                self.reward(r, success)
+            row["reward"] = reward + sum(extra)
         self.t += PERIOD
         if self.per_chunk:
             self.bag.flush()  # one chunk per step: damage tests can cut between steps
@@ -148,7 +156,9 @@ def _proposal(episode, k):
 
 def build(path, per_chunk=True, jitter=0):
     """Two episodes (5 and 6 steps) with a held step between them; a human takes joints j0, j1 over for steps 2 and
-    3 of episode 1 (two teleop commands in step 2). Every value is distinct: a swapped field or an off-by-one shows."""
+    3 of episode 1 (two teleop commands in step 2). Every value is distinct: a swapped field or an off-by-one shows.
+    The sim's first control step of episode 1 runs before the policy's first step in it (reward ``PRE_STEP``, no
+    step's), and the policy misses a tick in episode 0's step 1 (two rewards in it)."""
     g = Graph(path, per_chunk)
     g.policy_info()
     stamp = 1_000 * PERIOD
@@ -156,6 +166,8 @@ def build(path, per_chunk=True, jitter=0):
     for e, (n, outcome) in enumerate(((5, "success"), (6, "timeout"))):
         g.episode("start", stamp, episode=e, seed=40 + e)
         stamp += 1
+        if e == 1:
+            g.reward(PRE_STEP)
         rows = []
         for k in range(n):
             stamp += PERIOD
@@ -164,10 +176,10 @@ def build(path, per_chunk=True, jitter=0):
                 human = [np.full(6, 900.0 + 10 * k + i) for i in range(2 if k == 2 else 1)]
             success = e == 0 and k == n - 1
             rows.append(g.step(stamp, _obs(e, k), _proposal(e, k), reward=10 * e + k + 0.5, success=success,
-                               human=human, jitter=jitter * (-1) ** k))
+                               human=human, jitter=jitter * (-1) ** k, extra=(0.125,) if (e, k) == (0, 1) else ()))
         success_step = n if outcome == "success" else ""
         g.episode("end", stamp + PERIOD, episode=e, outcome=outcome, length=n, success_step=success_step,
-                  **{"return": sum(r["reward"] for r in rows)})
+                  **{"return": sum(r["reward"] for r in rows) + (PRE_STEP if e == 1 else 0.0)})
         stamp += PERIOD
         # The observation stamped with the end (the terminal state) and one between episodes: outside both.
         g.outside.append(g.step(stamp, _obs(e, 50), _proposal(e, 50), hold=True))
@@ -215,7 +227,10 @@ def test_steps_and_episodes_read_back_exactly_as_built(tmp_path, jitter):
     assert (first.outcome, first.success_step, second.outcome, second.success_step) == ("success", 5, "timeout", None)
     assert first.robot == "so101" and first.task == "reach" and first.policy_version == VERSION
     assert first.values["seed"] == "40" and second.values["seed"] == "41" and second.values["length"] == "6"
-    assert float(second.values["return"]) == pytest.approx(np.sum(second.steps["reward"]))
+    assert (first.unstepped_reward, second.unstepped_reward) == (0.0, PRE_STEP)
+    for episode in log.episodes:
+        assert float(episode.values["return"]) == pytest.approx(np.sum(episode.steps["reward"]) +
+                                                                episode.unstepped_reward)
 
 
 def test_summary_counts_interventions_outcomes_versions_and_rates(tmp_path):
@@ -232,7 +247,7 @@ def test_summary_counts_interventions_outcomes_versions_and_rates(tmp_path):
     assert obs["count"] == 13 and obs["rate_hz"] == pytest.approx(20.0, rel=0.01)
     assert s["topics"][T.EXECUTED]["count"] == 14  # one extra teleop command
     assert [e["steps"] for e in s["per_episode"]] == [5, 6]
-    assert s["per_episode"][1]["human_steps"] == 2 and s["per_episode"][0]["return"] == pytest.approx(12.5)
+    assert s["per_episode"][1]["human_steps"] == 2 and s["per_episode"][0]["return"] == pytest.approx(12.625)
     assert s["warnings"] == []
 
 
@@ -327,8 +342,9 @@ def test_lost_episode_events_keep_every_step_in_an_episode(tmp_path, built):
     assert any("episode 0 has no end event" in w for w in warned) and any(
         "episode 1 has no start event" in w for w in warned), warned
     first, second = log.episodes
-    # Split at the reset (the longest pause): episode 0 keeps its steps and the held terminal step after them.
-    _check_steps(first.steps, g.expected[0] + g.outside[:1])
+    # Split at the reset (the longest pause): episode 0 keeps its steps and the held terminal step after them; with
+    # the start lost, nothing tells that episode 1's first sim reward came after it: that step takes it.
+    _check_steps(first.steps, g.expected[0] + [{**g.outside[0], "reward": PRE_STEP}])
     _check_steps(second.steps, g.expected[1])
     assert (first.index, first.outcome, second.index, second.outcome) == (0, None, 1, "timeout")
     assert summary(log)["outcomes"] == {"none": 1, "timeout": 1}
@@ -430,7 +446,7 @@ def test_lost_decision_parts_leave_the_other_steps_in_place(tmp_path):
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        steps, _, _ = logs._steps(msgs, T)
+        steps, _, _, _ = logs._steps(msgs, T)
     assert any("recorded in part" in str(w.message) for w in caught)
     assert dropped[2].header.stamp.sec * 10**9 + dropped[2].header.stamp.nanosec == rows[1]["stamp"]
     assert np.isnan(steps["executed"][1]).all() and steps["authority"][1] == AUTHORITY["policy"]
