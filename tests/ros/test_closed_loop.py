@@ -113,6 +113,19 @@ def test_deploy_cli_runs_task_episodes_and_records_them(ros, tmp_path, capsys):
         assert e["outcome"] in ("timeout", "success")
     assert len(log[topics.REWARD]) >= 30 and len(log[topics.SUCCESS]) >= 30
     assert log["/r2s/goal"] and log["/r2s/ee_pos"]  # the task observations the policy reads
+    # stack.data.logs joins the recorded topics into the steps the sim counted, each with its reward.
+    from stack.data.logs import read_log
+
+    steps_log = read_log(bag)
+    assert [e.index for e in steps_log.episodes] == [0, 1, 2] and steps_log.warnings == []
+    for episode, end in zip(steps_log.episodes, ends):
+        assert episode.outcome == end["outcome"] and episode.policy_version == "hold-v1"
+        # The policy is not phase-locked to the sim: its first step of an episode may come after the sim's first
+        # control step (whose reward is then the episode's unstepped_reward), and a missed tick merges two.
+        assert int(end["length"]) - 3 <= episode.length <= int(end["length"])
+        assert np.sum(episode.steps["reward"]) + episode.unstepped_reward == pytest.approx(float(end["return"]))
+        assert np.array_equal(episode.steps["executed_stamp_ns"], episode.steps["stamp_ns"])  # policy authority
+        assert (episode.steps["authority"] == 0).all() and not episode.steps["intervention_mask"].any()
 
 
 # ---- the trained-policy comparison ----------------------------------------------------------------------------------
