@@ -26,6 +26,10 @@ reference. Every epoch recomputes ℓ_θ on the *stored* pairs::
 
 with advantages from the runner's GAE (over decisions), normalised per minibatch. Evaluation and deployment use
 zero-sampling (FPO++): the ODE starts from ε = 0, so the policy is deterministic.
+
+Agency transfer (agency_fpo, ``stack.algos.agency_on_policy``): a rollout with an ``authority`` extra has the
+baseline's decisions masked out of the surrogate, KL and clip fraction (advantages normalised over the learner's);
+the value loss uses every decision.
 """
 
 from __future__ import annotations
@@ -34,8 +38,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from stack.algos.on_policy import (OnPolicyAlgorithm, explained_variance, normalize_advantages, ppo_clip_objective,
-                                   value_loss)
+from stack.algos.on_policy import (OnPolicyAlgorithm, explained_variance, masked_mean, normalize_advantages,
+                                   ppo_clip_objective, value_loss)
 from stack.config import FPOConfig
 from stack.rollout import RolloutStorage
 
@@ -94,22 +98,24 @@ def fpo_log_ratio(loss_old: torch.Tensor, loss_new: torch.Tensor, per_sample: bo
     return clamp_ste(log_ratio, -bound, bound)
 
 
-def fpo_policy_loss(ratio: torch.Tensor, advantages: torch.Tensor, clip: float, trust_region: str = "ppo") \
-        -> torch.Tensor:
-    """Surrogate to minimise, mean over every ratio; ``advantages`` broadcast against ``ratio`` ([B, 1] vs [B, N]).
+def fpo_policy_loss(ratio: torch.Tensor, advantages: torch.Tensor, clip: float, trust_region: str = "ppo",
+                    rows: torch.Tensor | None = None) -> torch.Tensor:
+    """Surrogate to minimise, mean over every ratio; ``advantages`` broadcast against ``ratio`` ([B, 1] vs [B, N]);
+    ``rows`` [B] (bool): the mean over those decisions' ratios only (agency transfer's learner steps).
 
     'ppo': max(−Â r, −Â clip(r, 1 ± ε)). 'aspo' (FPO++): that for Â ≥ 0 and the SPO objective for Â < 0,
     −(Âρ − |Â|/(2ε)·(ρ − 1)²), whose gradient |Â|·(1 + (ρ − 1)/ε) vanishes at ρ = 1 − ε: a ratio that overshot below
     1 − ε is pulled back up (PPO-clip's gradient is zero there), one above is pushed down.
     """
     adv = advantages.expand_as(ratio)
+    mask = None if rows is None else rows.unsqueeze(-1).expand_as(ratio)
     ppo = ppo_clip_objective(ratio, adv, clip)
     if trust_region == "ppo":
-        return ppo.mean()
+        return masked_mean(ppo, mask)
     if trust_region != "aspo":
         raise ValueError(f"trust_region={trust_region!r}; expected 'ppo' or 'aspo'")
     spo = -(adv * ratio - adv.abs() / (2.0 * clip) * (ratio - 1.0).pow(2))
-    return torch.where(adv >= 0, ppo, spo).mean()
+    return masked_mean(torch.where(adv >= 0, ppo, spo), mask)
 
 
 # ---- the algorithm --------------------------------------------------------------------------------------------------
@@ -233,17 +239,23 @@ class FPO(OnPolicyAlgorithm):
         loss_new = self.chunk_losses(mb["obs"], mb["x0"], mb["tau"], mb["eps"], mb["executed"])
         # ℓ_old arrives clamped (``old_losses``); ℓ_θ is never clamped
         log_ratio = fpo_log_ratio(loss_old, loss_new, o["per_sample_ratio"], None, o["log_ratio_clamp"])
+        # Agency transfer: the baseline's decisions (authority 0) are masked out of the actor's terms (their stored
+        # pairs are of the unexecuted proposal); the critic trains on every decision.
+        learner = mb["authority"] > 0.5 if "authority" in mb else None
+        per_ratio = None if learner is None else learner.unsqueeze(-1).expand_as(log_ratio)
+        if learner is not None:
+            log_ratio = torch.where(per_ratio, log_ratio, torch.zeros_like(log_ratio))
         ratio = log_ratio.exp()
         adv = mb["advantages"]
         if cfg.norm_adv:
-            adv = normalize_advantages(adv)
-        pg_loss = fpo_policy_loss(ratio, adv.unsqueeze(-1), cfg.clip_coef, o["trust_region"])
+            adv = normalize_advantages(adv, learner)
+        pg_loss = fpo_policy_loss(ratio, adv.unsqueeze(-1), cfg.clip_coef, o["trust_region"], learner)
         v_loss = value_loss(self.critic(mb["obs"]), mb["values"], mb["returns"],
                             cfg.clip_coef if cfg.clip_vloss else None)
         with torch.no_grad():
             stats = {"policy_loss": pg_loss.detach(), "value_loss": v_loss.detach(),
-                     "approx_kl": ((ratio - 1.0) - log_ratio).mean(),
-                     "clipfrac": ((ratio - 1.0).abs() > cfg.clip_coef).float().mean(),
+                     "approx_kl": masked_mean((ratio - 1.0) - log_ratio, per_ratio),
+                     "clipfrac": masked_mean(((ratio - 1.0).abs() > cfg.clip_coef).float(), per_ratio),
                      "ratio_dev": (ratio - 1.0).abs().max(), "cfm_loss": loss_new.detach().mean()}
         return pg_loss + cfg.vf_coef * v_loss, stats
 
@@ -254,8 +266,8 @@ class FPO(OnPolicyAlgorithm):
         if self.updates < cfg.n_critic_warmup_itr:
             return self._warm_critic(b)
         self.updates += 1
-        keys = ("obs", "x0", "tau", "eps", "executed", "advantages", "values", "returns")
-        data = {k: b[k] for k in keys}
+        keys = ("obs", "x0", "tau", "eps", "executed", "advantages", "values", "returns", "authority")
+        data = {k: b[k] for k in keys if k in b}
         data["loss_old"] = self.old_losses(data)
         stats: list[dict[str, torch.Tensor]] = []
         for _epoch in range(cfg.update_epochs):
