@@ -364,8 +364,8 @@ class BCConfig:
 class AgencyConfig:
     """Agency transfer (CALF family, arXiv 2606.09825; ``stack.algos.agency``) and its residual-RL peer, on the SAC
     backbone (``sac`` section): per-step arbitration between the task's baseline controller and the learner, an
-    episode-end schedule that hands agency to the learner. The runner is ``stack.runners.arbitrated``; on PPO
-    (agency_ppo: V(s) certificate, baseline steps masked out of the policy loss) it is
+    episode-end schedule that hands agency to the learner. The runner is ``stack.runners.arbitrated``; on PPO or
+    FPO (agency_ppo, agency_fpo: V(s) certificate, baseline steps masked out of the policy loss) it is
     ``stack.runners.arbitrated_on_policy``."""
 
     p0: float = 0.9
@@ -391,21 +391,24 @@ def eval_seed(seed: int) -> int:
     return EVAL_SEED_OFFSET + 1000 * int(seed)
 
 
-ALGOS = ("ppo", "fpo", "dppo", "sac", "bc", "agency", "residual", "agency_ppo")
+ALGOS = ("ppo", "fpo", "dppo", "sac", "bc", "agency", "residual", "agency_ppo", "agency_fpo")
 """Every algorithm ``r2s train`` runs; the runner of each: on-policy (ppo, fpo, dppo), off-policy (sac), offline
-(bc), arbitrated off-policy (agency, residual: SAC with the task's baseline), arbitrated on-policy (agency_ppo)."""
+(bc), arbitrated off-policy (agency, residual: SAC with the task's baseline), arbitrated on-policy (agency_ppo,
+agency_fpo)."""
 ON_POLICY = ("ppo", "fpo", "dppo")
-AGENCY_ON_POLICY = {"agency_ppo": "ppo"}
-"""Agency transfer on an on-policy backbone: algo → the backbone whose section (``ppo``) and algorithm it trains."""
+AGENCY_ON_POLICY = {"agency_ppo": "ppo", "agency_fpo": "fpo"}
+"""Agency transfer on an on-policy backbone: algo → the backbone whose section (``ppo``, ``fpo``) and algorithm it
+trains."""
 
 
 @dataclass
 class TrainConfig:
     """One training run: algorithm, policy, task, budget."""
 
-    algo: Literal["ppo", "fpo", "dppo", "sac", "bc", "agency", "residual", "agency_ppo"] = "ppo"
+    algo: Literal["ppo", "fpo", "dppo", "sac", "bc", "agency", "residual", "agency_ppo", "agency_fpo"] = "ppo"
     """Training algorithm: on-policy (ppo, fpo, dppo), off-policy (sac), offline (bc, from ``dataset``) or with the
-    task's baseline on SAC (agency: agency transfer, residual: residual RL) or on PPO (agency_ppo)."""
+    task's baseline on SAC (agency: agency transfer, residual: residual RL) or on PPO / FPO (agency_ppo,
+    agency_fpo)."""
     policy: Literal["gaussian", "diffusion", "flow"] = "gaussian"
     """Policy family."""
     env: EnvConfig = field(default_factory=EnvConfig)
