@@ -1,6 +1,6 @@
-"""Agency transfer on an on-policy backbone ("agency_ppo"): the task's baseline controller embedded in PPO's rollouts
-by per-step arbitration, agency handed to the learner by the same episode-end schedule as on SAC
-(``stack.algos.agency.AgencySchedule``).
+"""Agency transfer on an on-policy backbone (agency_ppo, agency_fpo): the task's baseline controller embedded in the
+rollouts of PPO (a Gaussian learner) or FPO (a flow learner) by per-step arbitration, agency handed to the learner by
+the same episode-end schedule as on SAC (``stack.algos.agency.AgencySchedule``).
 
 The on-policy rules (``shared/methods/agency_transfer.md``):
 
@@ -10,8 +10,11 @@ The on-policy rules (``shared/methods/agency_transfer.md``):
   p ← λp (``policies.arbitrated.Arbitrator``). From the anneal fraction on, p = λ = 1: the baseline is never called.
 * **Storage**: the executed action in the policy's raw units (the baseline's, mapped to [−1, 1], where it acted) and
   an ``authority`` extra (1 learner, 0 baseline). Baseline steps have no log-probability under π_θ's sampling: the
-  backbone's update masks them out of the actor's terms (``stack.algos.ppo``); they still train the critic (GAE and
-  value targets over every step). The ``log_probs`` extra of a baseline row is the unexecuted proposal's, never read.
+  backbone's update masks them out of the actor's terms (``stack.algos.ppo``, ``stack.algos.fpo``); they still train
+  the critic (GAE and value targets over every step). The backbone's own extras of a baseline row (PPO's
+  ``log_probs``, FPO's ``x0``/τ/ε pairs) are the unexecuted proposal's and are never read.
+* The backbone must execute one action per decision (``act_steps`` 1: PPO; FPO with horizon 1); DPPO's chunks are
+  not arbitrated.
 
 The learner (``policy``) is what a checkpoint's ``policy`` module holds and what ``r2s export`` writes. The runner
 (``stack.runners.arbitrated_on_policy``) binds the baseline (a callable on raw observation rows, policy units out)
@@ -35,7 +38,7 @@ ARBITRATION_SEED_OFFSET = 7919
 
 
 class OnPolicyAgency:
-    """An on-policy algorithm (PPO) with per-step arbitration against a baseline. The collector's Agent protocol
+    """An on-policy algorithm (PPO, FPO) with per-step arbitration against a baseline. The collector's Agent protocol
     (``act``, ``value``) and the on-policy runner's interface, delegated to the backbone where nothing changes."""
 
     act_steps = 1
@@ -162,8 +165,8 @@ class OnPolicyAgency:
 
 def make_algo(cfg, obs_dim: int, act_dim: int, device: str | torch.device = "cpu",
               pretrained: torch.nn.Module | None = None) -> OnPolicyAgency:
-    """Agency transfer on ``cfg.on_policy_algo`` (agency_ppo → PPO: the ``ppo`` section), ``cfg.agency`` the
-    arbitration."""
+    """Agency transfer on ``cfg.on_policy_algo`` (agency_ppo → PPO, the ``ppo`` section; agency_fpo → FPO, ``fpo``),
+    ``cfg.agency`` the arbitration."""
     a = cfg.agency
     if not math.isfinite(a.delta) or a.delta < 0:
         raise ValueError(f"agency.delta: expected a finite margin >= 0, got {a.delta!r}")

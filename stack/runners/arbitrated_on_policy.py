@@ -1,4 +1,5 @@
-"""The arbitrated on-policy runner: agency transfer on PPO (``agency_ppo``, ``stack.algos.agency_on_policy``).
+"""The arbitrated on-policy runner: agency transfer on PPO or FPO (``agency_ppo``, ``agency_fpo``;
+``stack.algos.agency_on_policy``).
 
 Everything is the on-policy runner's (``stack.runners.on_policy``: rollouts, GAE, updates, evaluations, checkpoints,
 exact resume) except that each decision of a rollout is arbitrated between the learner and the task's baseline
@@ -10,7 +11,7 @@ task instance, in the policy's [−1, 1] units), and each decision's episode end
 
 from __future__ import annotations
 
-from stack.config import TrainConfig
+from stack.config import AGENCY_ON_POLICY, TrainConfig
 from stack.rollout import RolloutStats
 from stack.runners.arbitrated import PolicyUnitBaseline
 from stack.runners.base import task_kwargs_of
@@ -18,7 +19,7 @@ from stack.runners.on_policy import OnPolicyRunner
 
 
 class ArbitratedOnPolicyRunner(OnPolicyRunner):
-    algos = ("agency_ppo",)
+    algos = tuple(AGENCY_ON_POLICY)
 
     def __init__(self, cfg: TrainConfig):
         if cfg.algo not in self.algos:

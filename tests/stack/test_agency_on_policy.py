@@ -85,6 +85,46 @@ def test_a_mixed_batch_moves_the_actor_as_its_learner_steps_alone_do():
         torch.testing.assert_close(x, y, atol=1e-6, rtol=0)
 
 
+def _fpo(**fpo):
+    from stack.algos.fpo import make_algo
+    from stack.config import FPOConfig
+
+    cfg = TrainConfig(algo="agency_fpo", policy="flow", fpo=FPOConfig(hidden=(8,), critic_hidden=(8,), n_mc=2,
+                                                                      euler_steps=2, **fpo))
+    torch.manual_seed(0)
+    return make_algo(cfg, OBS, ACT)
+
+
+def _fpo_storage(fpo, T, N, authority=None):
+    """A rollout whose FPO extras (x0, τ, ε) come from the flow's own act on random observations."""
+    s = _storage(T, N, authority)
+    s.executed.fill_(1)
+    for t in range(T):
+        _, extras, _ = fpo.act(s.obs[t])
+        s.put_extras(t, extras)
+    return s
+
+
+def test_fpo_baseline_steps_give_the_flow_no_gradient_and_a_mixed_batch_is_its_learner_steps():
+    fpo = _fpo(num_minibatches=2, update_epochs=2)
+    flow, critic = _params(fpo.policy), _params(fpo.critic)
+    fpo.update(_fpo_storage(fpo, 8, 2, authority=np.zeros(16)))
+    assert _same(flow, _params(fpo.policy)) and not _same(critic, _params(fpo.critic))
+
+    one_step = {"num_minibatches": 1, "update_epochs": 1}  # FPO: no grad-norm clip by default
+    a, b = _fpo(**one_step), _fpo(**one_step)
+    mixed = _fpo_storage(a, 8, 2, authority=np.tile([1.0, 0.0], 8))
+    alone = RolloutStorage(8, 1, OBS, ACT)
+    for name in ("obs", "actions", "advantages", "returns", "values", "executed"):
+        getattr(alone, name).copy_(getattr(mixed, name)[:, :1])
+    for name in ("x0", "tau", "eps"):
+        alone.extras[name] = mixed.extras[name][:, :1].clone()
+    a.update(mixed)
+    b.update(alone)
+    for x, y in zip(a.policy.parameters(), b.policy.parameters()):
+        torch.testing.assert_close(x, y, atol=1e-6, rtol=0)
+
+
 def test_advantages_normalised_over_the_learner_steps():
     adv = torch.tensor([1.0, 100.0, 3.0, -50.0])
     mask = torch.tensor([True, False, True, False])
