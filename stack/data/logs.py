@@ -196,10 +196,10 @@ def _decisions(msgs: dict, T) -> dict[str, np.ndarray]:
     opens a decision of its own (command NaN), so no later decision is shifted by a loss."""
     parts = ((T.EXECUTED, "executed"), (T.AUTHORITY, "authority"), (T.INTERVENTION_MASK, "mask"),
              (T.SAFETY_STATUS, "status"))
-    queue = sorted((_time(log, pub), rank, slot, m) for rank, (topic, slot) in enumerate(parts)
-                   for log, pub, m in msgs.get(topic, []))
+    queue = sorted(((_time(log, pub), rank, i, slot, m) for rank, (topic, slot) in enumerate(parts)
+                    for i, (log, pub, m) in enumerate(msgs.get(topic, []))), key=lambda q: q[:3])
     groups: list[dict] = []
-    for t, _rank, slot, m in queue:
+    for t, _rank, _i, slot, m in queue:
         if slot == "executed" or not groups or slot in groups[-1]:
             groups.append({"time": t})
         groups[-1][slot] = m

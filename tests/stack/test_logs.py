@@ -49,6 +49,7 @@ class Graph:
             self.bag.add_topic(name, msgtype)
         self.expected: list[dict] = []  # the steps, as built
         self.outside: list[dict] = []
+        self.pending = None  # a decision the safety node publishes late
 
     def _types(self):
         return self.store.types
@@ -107,15 +108,20 @@ class Graph:
         self.send(T.REWARD, t["std_msgs/msg/Float64"](data=float(reward)))
         self.send(T.SUCCESS, t["std_msgs/msg/Bool"](data=bool(success)))
 
-    def step(self, stamp, obs, proposal, reward=None, success=False, human=None, hold=False, jitter=0, extra=()):
+    def step(self, stamp, obs, proposal, reward=None, success=False, human=None, hold=False, jitter=0, extra=(),
+             late=False):
         """One policy step at ``stamp``; ``human``: the teleop command(s) (a list) the safety node executes instead;
         ``hold``: the safety node holds (stamped with its own clock); ``extra``: rewards of further sim control steps
-        before the next policy step (the policy missed a tick)."""
+        before the next policy step (the policy missed a tick); ``late``: the safety node answers after the policy
+        published its next step (a slow safety node)."""
         t = self._types()
         self.send(T.PROPOSAL, self._traj(stamp, JOINTS, proposal))
         self.send(T.OBSERVATION, t["sensor_msgs/msg/JointState"](
             header=self._header(stamp), name=OBS_NAMES, position=np.asarray(obs, float), velocity=np.zeros(0),
             effort=np.zeros(0)))
+        if self.pending is not None:
+            self.decision(*self.pending)
+            self.pending = None
         row = {"stamp": stamp, "obs": obs, "proposal": proposal, "reward": reward, "success": success}
         if hold:
             held = np.asarray(obs[:6]) - 1.0
@@ -129,7 +135,10 @@ class Graph:
                        executed_stamp=stamp + 3_000 + len(human) - 1)
         else:
             executed = np.asarray(proposal) + 0.25  # the limiter moved it
-            self.decision(stamp, executed, "policy", np.zeros(6), "ok", jitter=jitter)
+            if late:
+                self.pending = (stamp, executed, "policy", np.zeros(6), "ok")
+            else:
+                self.decision(stamp, executed, "policy", np.zeros(6), "ok", jitter=jitter)
             row.update(executed=executed, authority=AUTHORITY["policy"], mask=np.zeros(6, bool), status="ok",
                        executed_stamp=stamp)
         if reward is not None:
@@ -158,7 +167,8 @@ def build(path, per_chunk=True, jitter=0):
     """Two episodes (5 and 6 steps) with a held step between them; a human takes joints j0, j1 over for steps 2 and
     3 of episode 1 (two teleop commands in step 2). Every value is distinct: a swapped field or an off-by-one shows.
     The sim's first control step of episode 1 runs before the policy's first step in it (reward ``PRE_STEP``, no
-    step's), and the policy misses a tick in episode 0's step 1 (two rewards in it)."""
+    step's), the policy misses a tick in episode 0's step 1 (two rewards in it), and the safety node answers episode
+    0's step 2 only after step 3's observation."""
     g = Graph(path, per_chunk)
     g.policy_info()
     stamp = 1_000 * PERIOD
@@ -176,7 +186,8 @@ def build(path, per_chunk=True, jitter=0):
                 human = [np.full(6, 900.0 + 10 * k + i) for i in range(2 if k == 2 else 1)]
             success = e == 0 and k == n - 1
             rows.append(g.step(stamp, _obs(e, k), _proposal(e, k), reward=10 * e + k + 0.5, success=success,
-                               human=human, jitter=jitter * (-1) ** k, extra=(0.125,) if (e, k) == (0, 1) else ()))
+                               human=human, jitter=jitter * (-1) ** k, extra=(0.125,) if (e, k) == (0, 1) else (),
+                               late=(e, k) == (0, 2)))
         success_step = n if outcome == "success" else ""
         g.episode("end", stamp + PERIOD, episode=e, outcome=outcome, length=n, success_step=success_step,
                   **{"return": sum(r["reward"] for r in rows) + (PRE_STEP if e == 1 else 0.0)})
