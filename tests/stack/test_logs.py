@@ -39,9 +39,9 @@ class Graph:
     success flag (sim robot); episode events and the latched policy info. ``publish_time`` is the sender's time,
     ``log_time`` the recorder's arrival time, which may reorder messages of different topics (``jitter``)."""
 
-    def __init__(self, path, per_chunk: bool = True):
+    def __init__(self, path, per_chunk: bool = True, max_bytes: int = 0):
         self.store, self.t = _store(), 10_000_000_000
-        self.bag = BagWriter(path, compression="zstd", flush_period_s=0, chunk_size=1 << 20,
+        self.bag = BagWriter(path, compression="zstd", flush_period_s=0, chunk_size=1 << 20, max_bytes=max_bytes,
                              custom_data={"recorder": "r2s", "robot": "so101", "task": "reach"})
         self.per_chunk = per_chunk
         self.rng = np.random.default_rng(0)
@@ -163,13 +163,13 @@ def _proposal(episode, k):
     return [100 * episode + k + 0.5 + 0.001 * j for j in range(6)]
 
 
-def build(path, per_chunk=True, jitter=0):
+def build(path, per_chunk=True, jitter=0, max_bytes=0):
     """Two episodes (5 and 6 steps) with a held step between them; a human takes joints j0, j1 over for steps 2 and
     3 of episode 1 (two teleop commands in step 2). Every value is distinct: a swapped field or an off-by-one shows.
     The sim's first control step of episode 1 runs before the policy's first step in it (reward ``PRE_STEP``, no
     step's), the policy misses a tick in episode 0's step 1 (two rewards in it), and the safety node answers episode
     0's step 2 only after step 3's observation."""
-    g = Graph(path, per_chunk)
+    g = Graph(path, per_chunk, max_bytes)
     g.policy_info()
     stamp = 1_000 * PERIOD
     episodes = []
@@ -368,6 +368,31 @@ def test_lost_episode_events_keep_every_step_in_an_episode(tmp_path, built):
     _check_steps(first.steps, g.expected[0] + g.outside[:1])
     _check_steps(second.steps, g.expected[1])
     assert first.outcome is None and first.values["seed"] == "40"
+
+
+def test_a_rotated_bag_reads_the_same_and_a_lost_file_costs_only_its_steps(tmp_path):
+    g = build(tmp_path / "bag", max_bytes=6000)
+    g.close()
+    files = sorted((tmp_path / "bag").glob("*.mcap"))
+    assert len(files) >= 3
+    log, warned = _read(tmp_path / "bag")
+    assert warned == []
+    for episode, rows in zip(log.episodes, g.expected, strict=True):
+        _check_steps(episode.steps, rows)
+    lost = files[len(files) // 2]
+    lost.unlink()
+    log, warned = _read(tmp_path / "bag")
+    assert any(f"lists {lost.name}, which does not exist" in w for w in warned), warned
+    kept = {int(s) for e in log.episodes for s in e.steps["stamp_ns"]}
+    built = {r["stamp"] for rows in g.expected for r in rows}
+    assert kept < built and kept  # some steps went with the file, the others are all there …
+    rows = {r["stamp"]: r for rs in g.expected + [g.outside] for r in rs}
+    for episode in log.episodes:  # … each observation as built; a field published into the lost file is NaN
+        steps = episode.steps
+        built_rows = [rows[int(s)] for s in steps["stamp_ns"]]
+        np.testing.assert_array_equal(steps["observation"], np.reshape([r["obs"] for r in built_rows], (-1, 9)))
+        for proposal, row in zip(steps["proposal"], built_rows):
+            assert np.isnan(proposal).all() or np.array_equal(proposal, row["proposal"])
 
 
 def test_damage_to_the_magic_or_the_first_bytes_does_not_lose_the_file(tmp_path, built):
