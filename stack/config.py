@@ -101,6 +101,9 @@ class PPOConfig(OnPolicyConfig):
     critic_warmup_epochs: int = 0
     """In a critic-only iteration: epochs of unclipped value regression over the rollout (``num_minibatches`` a
     epoch); 0: ``update_epochs``."""
+    finetune_log_std: float | None = None
+    """Fine-tuning (init_from): the pretrained Gaussian's log-std is set to this before the first rollout (its
+    exploration noise; None: the one it was saved with)."""
 
 
 @dataclass
