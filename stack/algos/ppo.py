@@ -228,6 +228,11 @@ def make_algo(cfg, obs_dim: int, act_dim: int, device: str | torch.device = "cpu
             raise TypeError(f"PPO fine-tunes a GaussianPolicy with squash='clip'; init_from holds a "
                             f"{type(pretrained).__name__}")
         policy = pretrained
+        if p.finetune_log_std is not None:
+            if not hasattr(policy, "log_std"):
+                raise ValueError("ppo.finetune_log_std: the pretrained policy's std depends on the observation")
+            with torch.no_grad():
+                policy.log_std.fill_(p.finetune_log_std)
     else:
         policy = GaussianPolicy(obs_dim, act_dim, hidden=p.hidden, activation="tanh", log_std_init=p.log_std_init,
                                 squash="clip")
