@@ -85,3 +85,18 @@ def test_critic_learning_rate_is_its_own_group_and_anneals_with_the_actor():
     assert [g["lr"] for g in algo.optimizer.param_groups] == pytest.approx([1e-2, 4e-2])
     algo.set_learning_rate(5e-3)
     assert [g["lr"] for g in algo.optimizer.param_groups] == pytest.approx([5e-3, 2e-2])
+
+
+def test_finetune_log_std_resets_the_pretrained_std_and_keeps_the_mean():
+    from types import SimpleNamespace
+
+    from stack.algos.ppo import make_algo
+
+    torch.manual_seed(0)
+    pretrained = GaussianPolicy(OBS_DIM, ACT_DIM, hidden=(16,), log_std_init=-1.5)
+    obs = torch.randn(4, OBS_DIM)
+    mean = pretrained.act(obs, deterministic=True).clone()
+    cfg = SimpleNamespace(policy="gaussian", seed=0, ppo=PPOConfig(hidden=(16,), finetune_log_std=-2.3))
+    algo = make_algo(cfg, OBS_DIM, ACT_DIM, pretrained=pretrained)
+    assert algo.policy.log_std.detach().tolist() == pytest.approx([-2.3] * ACT_DIM)
+    assert torch.equal(algo.policy.act(obs, deterministic=True), mean)
