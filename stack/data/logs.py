@@ -103,9 +103,13 @@ def read_log(path: str | os.PathLike) -> BagLog:
     path = Path(path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        needed = (T.OBSERVATION, T.PROPOSAL, T.EXECUTED, T.AUTHORITY, T.INTERVENTION_MASK, T.SAFETY_STATUS, T.REWARD,
-                  T.SUCCESS, T.EPISODE, T.POLICY_INFO)
-        msgs = read_bag(path, decode=needed, publish_time=True)  # the other topics are only counted
+        fields = _fields(T)
+        msgs = read_bag(path, decode=fields, publish_time=True)  # the other topics are only counted
+        stats = {name: {"count": len(rows), "first_ns": min(r[0] for r in rows), "last_ns": max(r[0] for r in rows)}
+                 for name, rows in sorted(msgs.items()) if rows}
+        for topic, need in fields.items():
+            if topic in msgs:
+                msgs[topic] = _well_formed(topic, msgs[topic], need)
         custom = _custom_data(path)
         events = _events(msgs.get(T.EPISODE, []))
         steps, obs_names, action_names, unstepped = _steps(msgs, T, barriers=[e[1] for e in events])
@@ -115,9 +119,29 @@ def read_log(path: str | os.PathLike) -> BagLog:
     for w in caught:  # shown to the caller as they came, and kept for the summary
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         texts.append(str(w.message))
-    stats = {name: {"count": len(rows), "first_ns": min(r[0] for r in rows), "last_ns": max(r[0] for r in rows)}
-             for name, rows in sorted(msgs.items()) if rows}
     return BagLog(path, episodes, outside, stats, custom, obs_names, action_names, texts)
+
+
+def _fields(T) -> dict[str, tuple[str, type | None]]:
+    """The topics a step is built from: (fields their messages must have, the type of ``data``) per
+    ``stack.ros.topics``' message types."""
+    trajectory, string = ("header", "joint_names", "points"), (("data",), str)
+    return {T.OBSERVATION: (("header", "name", "position"), None), T.PROPOSAL: (trajectory, None),
+            T.EXECUTED: (trajectory, None), T.AUTHORITY: string, T.INTERVENTION_MASK: (("layout", "data"), None),
+            T.SAFETY_STATUS: string, T.REWARD: (("data",), float), T.SUCCESS: (("data",), bool),
+            T.EPISODE: (("header", "status"), None), T.POLICY_INFO: (("status",), None)}
+
+
+def _well_formed(topic: str, rows: list, need: tuple) -> list:
+    """The messages of ``topic`` of the type the r2s nodes publish there (one recorded with another type is
+    dropped, and said so)."""
+    names, data_type = need
+    kept = [r for r in rows if all(hasattr(r[2], f) for f in names)
+            and (data_type is None or isinstance(r[2].data, data_type))]
+    if len(kept) < len(rows):
+        _warn(f"{len(rows) - len(kept)} message(s) on {topic} are not of the type the r2s nodes publish there; "
+              "ignored")
+    return kept
 
 
 def _custom_data(path: Path) -> dict[str, str]:

@@ -490,3 +490,17 @@ def test_lost_decision_parts_leave_the_other_steps_in_place(tmp_path):
     np.testing.assert_array_equal(steps["executed"][keep], [rows[k]["executed"] for k in keep])
     np.testing.assert_array_equal(steps["reward"], [0, 1, 2, 3])
     assert UNKNOWN_AUTHORITY not in steps["authority"]
+
+
+def test_a_topic_recorded_with_another_type_is_ignored_with_a_warning(tmp_path):
+    store = _store()
+    bag = BagWriter(tmp_path / "bag", flush_period_s=0)
+    bag.add_topic(T.OBSERVATION, "std_msgs/msg/String")  # someone else's publisher on an r2s name
+    bag.add_topic(T.REWARD, "std_msgs/msg/String")
+    for topic in (T.OBSERVATION, T.REWARD):
+        bag.write(topic, bytes(store.serialize_cdr(store.types["std_msgs/msg/String"](data="x"),
+                                                   "std_msgs/msg/String")), 1_000)
+    bag.close()
+    log, warned = _read(tmp_path / "bag")
+    assert any(f"on {T.OBSERVATION} are not of the type" in w for w in warned), warned
+    assert log.episodes == [] and summary(log)["topics"][T.OBSERVATION]["count"] == 1
