@@ -150,7 +150,7 @@ def cmd_bench(argv: list[str]) -> int:
     p.add_argument("which", help=f"one of {sorted(BENCHES)}")
     p.add_argument("--quick", action="store_true", help="a short run (for CI and a first look)")
     p.add_argument("--task", default=None)
-    p.add_argument("--steps", type=int, default=None, help="env-step budget (ppo)")
+    p.add_argument("--steps", type=int, default=None, help="env-step budget (ppo; agency: per SAC run)")
     p.add_argument("--seed", type=int, default=1, help="the seed of a quick run")
     p.add_argument("--seeds", type=int, nargs="+", default=None,
                    help="ppo/bc/dppo: seeds to run and aggregate (mean ± standard error); default: the --seed of a "
@@ -187,7 +187,7 @@ def cmd_bench(argv: list[str]) -> int:
         result = bench.run(quick=args.quick, seeds=args.seeds or ([args.seed] if args.quick else None))
     elif args.which == "agency":  # stack.bench.agency.run(quick=..., seeds=..., tasks=...) -> dict
         result = bench.run(quick=args.quick, seeds=args.seeds or ([args.seed] if args.quick else None),
-                           tasks=[args.task] if args.task else None)
+                           tasks=[args.task] if args.task else None, steps=args.steps)
     elif args.which == "arm":  # stack.bench.arm.run(quick=..., seeds=...) -> dict
         result = bench.run(quick=args.quick, seeds=args.seeds, device=args.device)
     elif args.which == "faults":  # stack.bench.faults.run(quick=...) -> dict (needs the ROS 2 wheels)
