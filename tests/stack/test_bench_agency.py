@@ -30,6 +30,21 @@ def test_first_10pct_goal_rate_is_nan_before_any_episode_ended():
     assert agency.goal_rate_until(_rows(), math.inf) == pytest.approx(25 / 80)
 
 
+def test_worst_10pct_goal_rate_is_the_lowest_span_with_right_closed_spans():
+    # spans of 2k: (0, 2k] holds the rows 1000 and 2000 (0.625), (2k, 4k] the row 3000 (0.0); with spans [lo, hi)
+    # the row 2000 would move to the second span (15 / 70) and the minimum would not be 0
+    assert agency.worst_fraction_goal_rate(_rows(), total_steps=20_000) == 0.0
+    assert agency.worst_fraction_goal_rate(_rows()[:2], total_steps=20_000) == pytest.approx(0.625)
+    assert agency.goal_rate_between(_rows(), 1000, 3000) == pytest.approx(15 / 70)
+
+
+def test_a_steps_override_keeps_a_row_on_the_first_10pct_boundary():
+    b = agency.with_steps(agency.FULL, 30_000)
+    assert b.env_steps == 30_000 and b.log_every == 1000  # the budget's row cadence where it already fits
+    small = agency.with_steps(agency.FULL, 6_000)
+    assert small.log_every % 4 == 0 and (0.1 * 6_000) % small.log_every == 0
+
+
 def test_unknown_method_is_refused():
     with pytest.raises(ValueError, match="method"):
         agency.train_config("ppo", "zone", 1, agency.QUICK, "runs")
@@ -52,7 +67,8 @@ def test_a_tiny_run_prints_the_acceptance_interface(tmp_path):
     assert line["task"] == "zone" and line["seeds"] == [1]
     assert line["baseline_goal_rate"] == 1.0 and line["baseline_avoidance"] == 1.0  # safe, always reaches
     assert 20 <= line["baseline_steps_to_goal"] <= 35  # slow: 26.9 steps over 50 seeds
-    for key in ("learner_goal_rate", "residual_goal_rate", "sac_goal_rate", "agency_train_goal_rate"):
+    for key in ("learner_goal_rate", "residual_goal_rate", "sac_goal_rate", "agency_train_goal_rate",
+                "agency_train_goal_rate_worst_10pct"):
         assert 0.0 <= line[key] <= 1.0
     rate = line["train_goal_rate_first_10pct"]
     assert rate is None or 0.0 <= rate <= 1.0
