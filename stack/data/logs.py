@@ -11,11 +11,14 @@ joined to it:
   next step began — a human's command, a hold, or the one still in force (a controller keeps its last command).
 * **Reward, success** (the sim robot, per control step, unstamped): the reward for the command executed during a
   step is published after the step's observation and before the next, so each goes to the last step published
-  before it (summed if several fall into one step; NaN where none did).
+  before it (summed if several fall into one step; NaN where none did) — never across an episode event: the policy
+  is not phase-locked to the sim, whose first control step of an episode may come before the policy's first step
+  in it (on the command left from the reset); such rewards are the episode's ``unstepped_reward``.
 * **Episodes** (``/r2s/episode`` start/end, stamped with the robot's clock): a step belongs to the episode whose
   start stamp is before its stamp and whose end stamp after it (the observation stamped with the end is the
   terminal state, not a step). An episode whose end was lost (a cut file, a killed sim) ends at the next start and
-  has no outcome; one whose start was lost starts at the previous end. Both are warned about, never dropped.
+  has no outcome; one whose start was lost starts at the previous end (both lost: the two split at the longest
+  pause between steps, the reset). All are warned about, never dropped.
   A bag without any episode event is one episode without an outcome.
 
 ``read_log(BAG)`` gives a ``BagLog``; ``summary(log)`` is what ``r2s logs info`` prints. Damage to the files is
