@@ -133,6 +133,9 @@ class SACConfig:
     """Entropy temperature (initial value when autotune is on)."""
     autotune: bool = True
     """Tune the temperature towards the target entropy −act_dim."""
+    actor_update: Literal["sac", "wpo"] = "sac"
+    """Actor step: 'sac' (reparameterised, E[α log π − Q]); 'wpo' (Wasserstein policy optimisation, Pfau et al. 2025:
+    samples moved along ∇_a Q − α ∇_a log π, Fisher-preconditioned; ``stack.algos.wpo``)."""
     hidden: tuple[int, ...] = (256, 256)
     """Hidden layer widths of actor and critics."""
     log_every: int = 1_000
@@ -367,8 +370,9 @@ class BCConfig:
 class AgencyConfig:
     """Agency transfer (CALF family, arXiv 2606.09825; ``stack.algos.agency``) and its residual-RL peer, on the SAC
     backbone (``sac`` section): per-step arbitration between the task's baseline controller and the learner, an
-    episode-end schedule that hands agency to the learner. The runner is ``stack.runners.arbitrated``; on PPO or
-    FPO (agency_ppo, agency_fpo: V(s) certificate, baseline steps masked out of the policy loss) it is
+    episode-end schedule that hands agency to the learner. The runner is ``stack.runners.arbitrated``; on PPO,
+    FPO or DPPO (agency_ppo, agency_fpo, agency_dppo: V(s) certificate, baseline steps masked out of the policy loss)
+    it is
     ``stack.runners.arbitrated_on_policy``."""
 
     p0: float = 0.9
@@ -394,24 +398,25 @@ def eval_seed(seed: int) -> int:
     return EVAL_SEED_OFFSET + 1000 * int(seed)
 
 
-ALGOS = ("ppo", "fpo", "dppo", "sac", "bc", "agency", "residual", "agency_ppo", "agency_fpo")
+ALGOS = ("ppo", "fpo", "dppo", "sac", "bc", "agency", "residual", "agency_ppo", "agency_fpo", "agency_dppo")
 """Every algorithm ``r2s train`` runs; the runner of each: on-policy (ppo, fpo, dppo), off-policy (sac), offline
 (bc), arbitrated off-policy (agency, residual: SAC with the task's baseline), arbitrated on-policy (agency_ppo,
-agency_fpo)."""
+agency_fpo, agency_dppo)."""
 ON_POLICY = ("ppo", "fpo", "dppo")
-AGENCY_ON_POLICY = {"agency_ppo": "ppo", "agency_fpo": "fpo"}
-"""Agency transfer on an on-policy backbone: algo → the backbone whose section (``ppo``, ``fpo``) and algorithm it
-trains."""
+AGENCY_ON_POLICY = {"agency_ppo": "ppo", "agency_fpo": "fpo", "agency_dppo": "dppo"}
+"""Agency transfer on an on-policy backbone: algo → the backbone whose section (``ppo``, ``fpo``, ``dppo``) and
+algorithm it trains."""
 
 
 @dataclass
 class TrainConfig:
     """One training run: algorithm, policy, task, budget."""
 
-    algo: Literal["ppo", "fpo", "dppo", "sac", "bc", "agency", "residual", "agency_ppo", "agency_fpo"] = "ppo"
+    algo: Literal["ppo", "fpo", "dppo", "sac", "bc", "agency", "residual", "agency_ppo", "agency_fpo",
+                  "agency_dppo"] = "ppo"
     """Training algorithm: on-policy (ppo, fpo, dppo), off-policy (sac), offline (bc, from ``dataset``) or with the
-    task's baseline on SAC (agency: agency transfer, residual: residual RL) or on PPO / FPO (agency_ppo,
-    agency_fpo)."""
+    task's baseline on SAC (agency: agency transfer, residual: residual RL) or on PPO / FPO / DPPO
+    (agency_ppo, agency_fpo, agency_dppo)."""
     policy: Literal["gaussian", "diffusion", "flow"] = "gaussian"
     """Policy family."""
     env: EnvConfig = field(default_factory=EnvConfig)
