@@ -59,7 +59,7 @@ def test_every_learner_shares_the_sac_settings_and_the_task():
 
 
 def test_a_tiny_run_prints_the_acceptance_interface(tmp_path):
-    tiny = agency.Budget(env_steps=400, replay_ratio=0.25, eval_episodes=2, log_every=40, curve_evals=1,
+    tiny = agency.Budget(env_steps=400, replay_ratio=0.25, eval_episodes=2, log_every=40, curve_evals=0,
                          curve_eval_episodes=2)
     out = agency.run(quick=True, budget=tiny, out_dir=tmp_path)
     line = json.loads(json.dumps(out, allow_nan=False))  # strict JSON: no NaN
