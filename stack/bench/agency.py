@@ -93,6 +93,8 @@ def train_config(method: str, task: str, seed: int, budget: Budget, runs_dir: st
         raise ValueError(f"method: expected one of {LEARNERS}, got {method!r}")
     base = from_dict(TrainConfig, load_preset(PRESET))
     env = dataclasses.replace(base.env, task=task, task_kwargs=dict(TASK_KWARGS))
+    # learning_starts at most 10 % of the budget (the preset's 1000 would be a sixth of quick's 6k): in quick the
+    # first 10 % are then exactly the steps before SAC's first update, in full (60k) they include 5k of learning
     sac = dataclasses.replace(base.sac, replay_ratio=budget.replay_ratio, log_every=budget.log_every,
                               learning_starts=min(base.sac.learning_starts, budget.env_steps // 10))
     eval_every = max(budget.env_steps // max(budget.curve_evals, 1), budget.log_every)
