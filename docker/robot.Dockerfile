@@ -18,6 +18,8 @@ ARG UID=1000
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ENV DEBIAN_FRONTEND=noninteractive
 
+# DL3008 ignored (apt versions unpinned): the base image tag fixes the distro release, and pinning exact
+# Debian/Ubuntu package versions breaks every rebuild once the archive moves on to a security update.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3-venv \

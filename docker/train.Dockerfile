@@ -26,6 +26,8 @@ ENV DEBIAN_FRONTEND=noninteractive
 
 # EGL for MuJoCo: glvnd's libEGL dispatches to the NVIDIA driver's EGL (mounted by the NVIDIA container toolkit with
 # the `graphics` capability; its vendor file written below) on a GPU host, or to Mesa's software EGL without one.
+# DL3008 ignored (apt versions unpinned): the base image tag fixes the distro release, and pinning exact
+# Debian/Ubuntu package versions breaks every rebuild once the archive moves on to a security update.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates libegl1 libegl-mesa0 libgl1 libopengl0 \
