@@ -2,7 +2,7 @@
 # r2s training image: CUDA torch, MuJoCo rendering headless through EGL, the r2s-stack with its training extras.
 #
 #   docker build -f docker/train.Dockerfile -t r2s-train .          (context: the repository root)
-#   docker run --rm --gpus all -v "$PWD/runs:/workspace/runs" r2s-train train ppo --device cuda
+#   docker run --rm --gpus all -v "$PWD/runs:/workspace/runs" r2s-train train --preset reach_ppo --device cuda
 #
 # torch: the standard PyPI build of torch==2.13.0, which on Linux x86_64 is the CUDA 13.0 build (its CUDA libraries
 # come as pip packages), so the base image only needs to carry the driver hooks: the CUDA `base` flavour, matching
