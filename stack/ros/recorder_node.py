@@ -104,6 +104,9 @@ class RecorderNode(R2sNode):
         self._tmrs = []
         self.policy_info: dict[str, str] = {}
         self.open_episode: dict[str, str] | None = None
+        self._deferred_start: tuple[bytes, int, int] | None = None
+        """An episode start that arrived before the policy's latched info (discovery races the sim's first reset):
+        written, with its own times, once the info arrives, or as it came at the next event or the stop."""
         self._group = _NotForExecutors()
         self._guard = self.create_guard_condition(lambda: None, callback_group=self._group)
         self._entries: list[tuple[object, Callable]] = []
@@ -232,6 +235,7 @@ class RecorderNode(R2sNode):
             horizon = stop_ns + int(self.p.drain_s * 1e9)
             for sub, callback in entries:  # what is still queued from before the stop
                 self._take(sub, callback, limit=None, until_ns=horizon)
+            self._flush_deferred_start()
             with self._lock:
                 if self.open_episode is not None:
                     self._write_episode_end(stop_ns)
@@ -352,6 +356,7 @@ class RecorderNode(R2sNode):
                 msg = self.store.deserialize_cdr(data, "diagnostic_msgs/msg/DiagnosticArray")
                 if msg.status:
                     self.policy_info = {kv.key: kv.value for kv in msg.status[0].values}
+                self._flush_deferred_start()
             return on_info
         return lambda data, received, source: self._write(topic, data, received, source)
 
@@ -360,9 +365,25 @@ class RecorderNode(R2sNode):
             if not self.bag.closed:
                 self.bag.write(topic, data, received, source)
 
-    def _on_episode(self, data: bytes, received: int, source: int) -> None:
+    def _flush_deferred_start(self) -> None:
+        if self._deferred_start is not None:
+            data, received, source = self._deferred_start
+            self._deferred_start = None
+            self._on_episode(data, received, source, may_defer=False)
+
+    def _policy_info_pending(self) -> bool:
+        """A policy publishes its info (latched) but it has not reached this node yet."""
+        try:
+            return not self.policy_info and self.count_publishers(topics.POLICY_INFO) > 0
+        except Exception:  # a context shutting down
+            return False
+
+    def _on_episode(self, data: bytes, received: int, source: int, may_defer: bool = True) -> None:
         """Write the event with the policy version added (re-encoded; the event's own fields are kept as sent). An
-        event that does not decode is recorded as it came."""
+        event that does not decode is recorded as it came. A start that would lack the version only because the
+        policy's info is still in transit waits for it (``_deferred_start``)."""
+        if may_defer:
+            self._flush_deferred_start()
         store = self.store
         try:
             msg = store.deserialize_cdr(data, "diagnostic_msgs/msg/DiagnosticArray")
@@ -372,6 +393,11 @@ class RecorderNode(R2sNode):
         if msg.status:
             status = msg.status[0]
             have = {kv.key for kv in status.values}
+            if may_defer and status.message == "start" and "policy_version" not in have and \
+                    self._policy_info_pending():
+                self._deferred_start = (data, received, source)
+                self.open_episode = {kv.key: kv.value for kv in status.values}
+                return
             kv_cls = store.types["diagnostic_msgs/msg/KeyValue"]
             for key in ("policy_version", "run_id"):
                 if key not in have and key in self.policy_info:
