@@ -8,6 +8,8 @@
   ``terminated`` cuts it; with same-step autoreset the stored next state is ``infos["final_obs"]``).
 * Temperature: ``log α`` learned so that the policy's entropy tracks −act_dim (eq. 18 of the paper).
 * Actor updates are delayed: every ``policy_frequency`` Q steps, ``policy_frequency`` actor steps (CleanRL/TD3).
+* ``actor_update="wpo"`` replaces the reparameterised actor loss by Wasserstein policy optimisation's update
+  (Pfau et al. 2025) with the entropy term at the same temperature α (``stack.algos.wpo``); critic and α unchanged.
 
 ``SAC`` owns acting and updating (and nothing else); ``stack.replay.ReplayBuffer`` owns storage; the off-policy loop
 (collect one vector step → ``replay_ratio`` gradient steps per transition) is ``stack.runners.off_policy``.
@@ -22,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stack.algos.wpo import soft_transport_velocity, wpo_surrogate
 from stack.config import SACConfig
 
 
@@ -64,6 +67,30 @@ class SAC:
         """Stochastic action in (−1, 1), [N, act_dim]."""
         return self._sample(obs)[0]
 
+    def _actor_loss(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(actor loss, log π of the sampled actions [B]). SAC: E[α log π(a|s) − Q(s, a)] through the reparameterised
+        sample. WPO: the surrogate whose gradient is the Fisher-preconditioned Wasserstein step (stack.algos.wpo)."""
+        if self.cfg.actor_update == "wpo":
+            return self._wpo_actor_loss(obs)
+        new_actions, log_probs = self._sample(obs)
+        q_new = self.qnet.min_q(obs, new_actions)
+        return (self.log_alpha.exp().detach() * log_probs - q_new).mean(), log_probs
+
+    def _wpo_actor_loss(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pfau et al.'s update in the pre-squash space u: the samples u are held fixed (no reparameterisation), the
+        velocity ∇_u Q(s, tanh u) − α ∇_u log π_a(tanh u|s) comes from the twin Q's minimum by autograd on u alone."""
+        dist = self.actor.distribution(obs)
+        noise = torch.randn(obs.shape[0], self.act_dim, generator=self.generator, device=self.device)
+        u = (dist.loc + dist.scale * noise).detach().requires_grad_(True)
+        action = torch.tanh(u)
+        (grad_q_u,) = torch.autograd.grad(self.qnet.min_q(obs, action).sum(), u)
+        velocity = soft_transport_velocity(grad_q_u, noise, dist.scale.detach(), self.log_alpha.exp().detach(),
+                                           squashed_action=action.detach())
+        loss = wpo_surrogate(dist.loc, dist.scale.log(), u, velocity)
+        with torch.no_grad():  # the same draw's exact log π (for the temperature and the logged entropy)
+            _, log_probs = self.actor.sample(obs, noise)
+        return loss, log_probs
+
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """One Q step (and, every ``policy_frequency`` steps, that many actor/temperature steps). Returns detached
         scalar tensors (no device sync)."""
@@ -83,9 +110,7 @@ class SAC:
 
         if self.updates % cfg.policy_frequency == 0:
             for _ in range(cfg.policy_frequency):
-                new_actions, log_probs = self._sample(obs)
-                q_new = self.qnet.min_q(obs, new_actions)
-                actor_loss = (self.log_alpha.exp().detach() * log_probs - q_new).mean()
+                actor_loss, log_probs = self._actor_loss(obs)
                 self.actor_optimizer.zero_grad(set_to_none=True)
                 actor_loss.backward()
                 self.actor_optimizer.step()
