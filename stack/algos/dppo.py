@@ -23,6 +23,10 @@ policy's evaluation sampler: the DDPM chain as fine-tuned, or DDIM with η = 0.
 The reference's weak spots, fixed here as options: truncations bootstrap from the final observation (the runner's
 ``next_values``), ``max_grad_norm`` clips the actor's and the critic's gradients, K′ = 1 has a clip (ε), and a saved
 policy evaluates with both networks.
+
+Agency transfer (agency_dppo, ``stack.algos.agency_on_policy``, ``act_steps`` 1): a rollout with an ``authority`` extra
+has the baseline's decisions masked out of the surrogate, KL and clip fraction (advantages normalised over the
+learner's pairs); the value loss uses every decision.
 """
 
 from __future__ import annotations
@@ -34,8 +38,8 @@ from torch import nn
 
 from policies.critics import ValueNet
 from policies.diffusion import DiffusionPolicy, FinetunedDiffusionPolicy
-from stack.algos.on_policy import (OnPolicyAlgorithm, explained_variance, normalize_advantages, ppo_clip_loss,
-                                   value_loss)
+from stack.algos.on_policy import (OnPolicyAlgorithm, explained_variance, masked_mean, normalize_advantages,
+                                   ppo_clip_loss, ppo_clip_objective, value_loss)
 from stack.config import DPPOConfig  # torch-free, so TrainConfig.dppo can hold it; the paper's Gym defaults
 
 
@@ -54,16 +58,19 @@ def clip_schedule(k: torch.Tensor, ft_steps: int, clip: float, clip_base: float,
 
 
 def dppo_policy_loss(ratio: torch.Tensor, advantages: torch.Tensor, k: torch.Tensor, cfg: DPPOConfig,
-                     ft_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+                     ft_steps: int, rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Clipped surrogate over a minibatch of pairs → (loss, clip fraction): advantages normalised over the minibatch,
-    scaled by the denoising discount, clipped with the per-step ε_k."""
+    scaled by the denoising discount, clipped with the per-step ε_k. ``rows`` (bool): only those pairs count (agency
+    transfer's learner decisions), advantages normalised over them."""
     if cfg.norm_adv:
-        advantages = normalize_advantages(advantages)
+        advantages = normalize_advantages(advantages, rows)
     advantages = advantages * denoising_discount(k, ft_steps, cfg.gamma_denoising)
     clip = clip_schedule(k, ft_steps, cfg.clip_coef, cfg.clip_coef_base, cfg.clip_coef_rate)
     with torch.no_grad():
-        clipfrac = ((ratio - 1.0).abs() > clip).float().mean()
-    return ppo_clip_loss(ratio, advantages, clip), clipfrac
+        clipfrac = masked_mean(((ratio - 1.0).abs() > clip).float(), rows)
+    if rows is None:
+        return ppo_clip_loss(ratio, advantages, clip), clipfrac
+    return masked_mean(ppo_clip_objective(ratio, advantages, clip), rows), clipfrac
 
 
 # ---- the algorithm --------------------------------------------------------------------------------------------------
@@ -185,6 +192,10 @@ class DPPO(OnPolicyAlgorithm):
         if not train_actor and cfg.critic_warmup_epochs > 0:
             return self._warm_critic(obs, values, returns)
         old_log_probs = self.chain_log_probs(obs, chains)
+        # Agency transfer: the baseline's decisions (authority 0; their chains are the unexecuted proposal's) are
+        # masked out of the actor's terms; the critic trains on every decision.
+        authority = storage.extras.get("authority")
+        learner = None if authority is None else authority.reshape(n) > 0.5
         total = n * kp
         mb_size = min(cfg.batch_size, total)
         num_mb = max(1, total // cfg.batch_size)  # the reference skips the remainder
@@ -200,8 +211,11 @@ class DPPO(OnPolicyAlgorithm):
                 mb_obs = obs[i]
                 new_lp = self.log_prob(mb_obs, chains[i, k], chains[i, k + 1], k)
                 log_ratio = new_lp - old_log_probs[i, k]
+                rows = None if learner is None else learner[i]
+                if rows is not None:
+                    log_ratio = torch.where(rows, log_ratio, torch.zeros_like(log_ratio))
                 ratio = log_ratio.exp()
-                pg_loss, clipfrac = dppo_policy_loss(ratio, advantages[i], k, cfg, kp)
+                pg_loss, clipfrac = dppo_policy_loss(ratio, advantages[i], k, cfg, kp, rows)
                 v_loss = value_loss(self.critic(mb_obs), values[i], returns[i], cfg.clip_vloss_coef)
                 loss = pg_loss + cfg.vf_coef * v_loss
                 bc = self.bc_loss(mb_obs) if cfg.bc_loss_coef > 0 else torch.zeros((), device=self.device)
@@ -217,7 +231,7 @@ class DPPO(OnPolicyAlgorithm):
                     self.actor_optimizer.step()
                 self.critic_optimizer.step()
                 with torch.no_grad():
-                    approx_kl = ((ratio - 1.0) - log_ratio).mean()
+                    approx_kl = masked_mean((ratio - 1.0) - log_ratio, rows)
                     if not stats:
                         first_ratio_dev = float((ratio - 1.0).abs().max())
                 stats.append(torch.stack([pg_loss.detach(), v_loss.detach(), bc.detach(), approx_kl, clipfrac,
