@@ -1,13 +1,13 @@
 """The runner family (``base``: run directory, evaluation cadence with one seed rule, checkpoints, plots, videos;
 ``on_policy``: PPO, FPO, DPPO; ``off_policy``: SAC; ``arbitrated``: SAC beside the task's baseline (agency transfer,
-residual RL); ``arbitrated_on_policy``: PPO or FPO beside it (agency_ppo, agency_fpo); ``offline``: BC).
+residual RL); ``arbitrated_on_policy``: PPO, FPO or DPPO beside it; ``offline``: BC).
 ``runner_for(cfg)`` picks the one of an algorithm; ``stack.train.train`` runs it."""
 
 from stack.runners.base import EVAL_SEED_OFFSET, TIMING_KEYS, Runner, eval_seed, resolve_device, task_kwargs_of
 
 RUNNER_OF = {"ppo": "on_policy", "fpo": "on_policy", "dppo": "on_policy", "sac": "off_policy", "bc": "offline",
              "agency": "arbitrated", "residual": "arbitrated", "agency_ppo": "arbitrated_on_policy",
-             "agency_fpo": "arbitrated_on_policy"}
+             "agency_fpo": "arbitrated_on_policy", "agency_dppo": "arbitrated_on_policy"}
 
 
 def runner_for(cfg) -> Runner:

@@ -1,6 +1,7 @@
-"""Agency transfer on PPO (agency_ppo): the baseline's steps get no policy gradient but train the critic, the V(s)
-certificate fires exactly when V(s) > V* + Δ, the stored action is the executed one, the baseline is never called
-from the anneal fraction on, and a short zone run trains end to end and exports the learner alone."""
+"""Agency transfer on the on-policy backbones (agency_ppo, agency_fpo, agency_dppo): the baseline's steps get no policy
+gradient (PPO, FPO, DPPO) but train the critic, the V(s) certificate fires exactly when V(s) > V* + Δ, the stored
+action is the executed one, the baseline is never called from the anneal fraction on, and a short zone run trains end
+to end and exports the learner alone."""
 
 import numpy as np
 import pytest
@@ -122,6 +123,43 @@ def test_fpo_baseline_steps_give_the_flow_no_gradient_and_a_mixed_batch_is_its_l
     a.update(mixed)
     b.update(alone)
     for x, y in zip(a.policy.parameters(), b.policy.parameters()):
+        torch.testing.assert_close(x, y, atol=1e-6, rtol=0)
+
+
+def _dppo(seed=0, **dppo):
+    from stack.algos.dppo import make_algo
+    from stack.config import DPPOConfig
+
+    d = DPPOConfig(**({"horizon": 1, "act_steps": 1, "denoising_steps": 4, "ft_denoising_steps": 2,
+                       "actor_hidden": (16,), "critic_hidden": (8,), "batch_size": 10_000, "update_epochs": 1,
+                       "target_kl": None} | dppo))
+    torch.manual_seed(seed)
+    return make_algo(TrainConfig(algo="agency_dppo", policy="diffusion", dppo=d), OBS, ACT)
+
+
+def _dppo_storage(dppo, T, N, authority=None):
+    """The fields DPPO's update reads, its denoising chains from its own act on random observations."""
+    s = _storage(T, N, authority)
+    chains = [dppo.act(s.obs[t])[1]["chains"] for t in range(T)]
+    s.extras["chains"] = torch.stack(chains)
+    return s
+
+
+def test_dppo_baseline_decisions_give_the_denoiser_no_gradient_and_a_mixed_batch_is_its_learner_decisions():
+    dppo = _dppo(update_epochs=2)
+    ft, critic = _params(dppo.policy.ft_net), _params(dppo.critic)
+    dppo.update(_dppo_storage(dppo, 8, 2, authority=np.zeros(16)))
+    assert _same(ft, _params(dppo.policy.ft_net)) and not _same(critic, _params(dppo.critic))
+
+    a, b = _dppo(), _dppo()  # one minibatch of every pair, one epoch: the same gradient step
+    mixed = _dppo_storage(a, 8, 2, authority=np.tile([1.0, 0.0], 8))
+    alone = RolloutStorage(8, 1, OBS, ACT)
+    for name in ("obs", "actions", "advantages", "returns", "values", "rewards"):
+        getattr(alone, name).copy_(getattr(mixed, name)[:, :1])
+    alone.extras["chains"] = mixed.extras["chains"][:, :1].clone()
+    a.update(mixed)
+    b.update(alone)
+    for x, y in zip(a.policy.ft_net.parameters(), b.policy.ft_net.parameters()):
         torch.testing.assert_close(x, y, atol=1e-6, rtol=0)
 
 
