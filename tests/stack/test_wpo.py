@@ -61,6 +61,22 @@ def test_natural_gradient_adaptor_keeps_values_and_scales_gradients_by_the_inver
     assert float(log_std.grad) == pytest.approx(0.5)  # the Fisher of log σ is 2
 
 
+def test_velocity_is_the_action_gradient_of_q_minus_alpha_log_pi_through_the_tanh():
+    # v(u) = ∇_u [Q(tanh u) − α log π_a(tanh u)] with log π_a(tanh u) = log N(u; μ, σ) − log(1 − tanh² u), μ, σ fixed
+    g = torch.Generator().manual_seed(2)
+    f64 = dict(dtype=torch.float64, generator=g)
+    mean, std, noise = torch.randn(5, 2, **f64), torch.rand(5, 2, **f64) + 0.3, torch.randn(5, 2, **f64)
+    alpha = 0.7
+    u = (mean + std * noise).requires_grad_(True)
+    a = torch.tanh(u)
+    q = -(a - 0.3).pow(2).sum(-1) / 0.2
+    log_pi_a = (torch.distributions.Normal(mean, std).log_prob(u) - torch.log(1 - a.pow(2))).sum(-1)
+    (expected,) = torch.autograd.grad((q - alpha * log_pi_a).sum(), u, retain_graph=True)
+    (grad_q_u,) = torch.autograd.grad(q.sum(), u)
+    velocity = soft_transport_velocity(grad_q_u, noise, std, alpha, squashed_action=a.detach())
+    torch.testing.assert_close(velocity, expected)
+
+
 def test_wpo_step_on_a_gaussian_is_the_bures_wasserstein_flow():
     # Δμ = E[v] and Δσ = E[ε v]; with many samples at μ = −2, σ = 0.2: Δμ = (m − μ)/c = 3, Δσ = α/σ − σ/c = 2.3.
     n = 200_000
