@@ -39,7 +39,7 @@ ENV NVIDIA_DRIVER_CAPABILITIES=compute,utility,graphics \
     MUJOCO_GL=egl \
     PYOPENGL_PLATFORM=egl
 
-# Python and the virtual environment (seeded with pip, for users who add packages inside the container).
+# Python and the virtual environment (seeded with pip; root-owned: a derived image adds packages).
 COPY --from=uv /uv /usr/local/bin/uv
 ENV UV_PYTHON_INSTALL_DIR=/opt/python \
     UV_LINK_MODE=copy \
