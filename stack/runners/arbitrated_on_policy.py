@@ -65,5 +65,11 @@ class ArbitratedOnPolicyRunner(OnPolicyRunner):
         super().after_checkpoint()
         self.algo.restart_all()
 
+    def restore(self, ckpt) -> None:
+        # The checkpoint holds the arbitration of the episodes it cut short; a resumed run starts new ones (the same
+        # reset as after_checkpoint's), so it restarts them as the uninterrupted run did right after saving.
+        super().restore(ckpt)
+        self.algo.restart_all()
+
 
 __all__ = ["ArbitratedOnPolicyRunner"]
