@@ -31,9 +31,11 @@ avoidance 100 %. After 6k env steps no learner reaches the goal: agency's learne
 agency 1.0 in the first 10 % (600 env steps: before SAC's first update at ``learning_starts`` 600), then 0.20 in the
 next 10 % and 0 over the last half (``train_goal_rate_worst_10pct`` 0.0); residual 1.0 until 1.8k, 0 from 3.6k;
 SAC 0. So ``--quick`` checks the machinery, not the claim: at this box's ~20 s per 1k env steps three SAC runs long
-enough to learn do not fit in 10 min. Longer, same box, one seed: agency alone at 12k env steps reached 40 % goal (20
-episodes) in 16.1 steps (baseline 26.9) with return −3.64 (baseline −3.08); its training goal rate was 1.0 in the
-first 10 % and 0.09 at its worst 10 % span; the preset's 30k (commit 52f4584) 100 % in 8.1 steps, return −0.72.
+enough to learn do not fit in 10 min. ``--quick --steps 12000`` (same box, load 8–10, ONE seed, 18 min 29 s):
+agency's learner alone 32 % goal in 14.1 steps (baseline 26.8), return −3.93 (baseline −3.08), avoidance 100 %;
+training goal rate 0.94 in the first 10 % (1.2k env steps, learning from 1k), 0.08 at its worst 10 % span, 0.53
+overall; residual 0 % (return −6.02; training 1.0 in the first 10 %, 0 at its worst); plain SAC 0 % (−13.9; training
+0 throughout). The preset's 30k (commit 52f4584, one seed): the learner alone 100 % in 8.1 steps, return −0.72.
 """
 
 from __future__ import annotations
