@@ -118,6 +118,13 @@ class ArbitratedRunner(OffPolicyRunner):
         if self.cfg.algo == "agency":
             self.algo.restart_all()
 
+    def restore(self, ckpt) -> None:
+        # The checkpoint holds the arbitration of the episodes it cut short; a resumed run starts new ones (as
+        # after_checkpoint does right after saving), so it restarts them as the uninterrupted run did.
+        super().restore(ckpt)
+        if self.cfg.algo == "agency":
+            self.algo.restart_all()
+
     def controller(self, seed: int):
         base = super().controller(seed)
         if self.cfg.algo == "residual":

@@ -8,12 +8,35 @@ import pytest
 from stack.config import AgencyConfig, EnvConfig, SACConfig, TrainConfig
 
 
-def _cfg(tmp_path, algo, total=240, anneal=0.5):
+def _cfg(tmp_path, algo, total=240, anneal=0.5, **kwargs):
+    kwargs = {"checkpoint_every": total, "name": algo, **kwargs}
     return TrainConfig(
         algo=algo, env=EnvConfig(task="zone", num_envs=2, backend="sync", task_kwargs={"action_mode": "delta"}),
         sac=SACConfig(hidden=(16,), batch_size=16, learning_starts=60, log_every=60),
         agency=AgencyConfig(anneal_fraction=anneal), total_env_steps=total, eval_every=0, eval_episodes=2,
-        checkpoint_every=total, runs_dir=str(tmp_path), name=algo, progress=False, tensorboard=False)
+        runs_dir=str(tmp_path), progress=False, tensorboard=False, **kwargs)
+
+
+def test_a_resumed_agency_run_arbitrates_as_the_uninterrupted_one(tmp_path):
+    import shutil
+
+    from stack.runners import runner_for
+
+    kw = {"anneal": 0.9, "checkpoint_every": 120}  # arbitrated until 216 env steps: after the cut too
+    whole = runner_for(_cfg(tmp_path, "agency", name="whole", keep_checkpoints=True, **kw))
+    whole_dir = whole.learn()
+    part = tmp_path / "part"  # the same run cut at its 120-step checkpoint
+    shutil.copytree(whole_dir, part)
+    shutil.rmtree(part / "checkpoints" / "latest")
+    shutil.copytree(whole_dir / "checkpoints" / "step_120", part / "checkpoints" / "latest")
+    resumed = runner_for(_cfg(tmp_path, "agency", name="ignored", resume=str(part), **kw))
+    resumed.learn()
+    a, b = whole.buffer, resumed.buffer
+    assert a.size == b.size == 240
+    # who acted after the resume is what the uninterrupted run did, step for step, the baseline among them
+    assert not a.authority[120:216].all()
+    np.testing.assert_array_equal(a.authority[:240], b.authority[:240])
+    np.testing.assert_allclose(a.actions[:240], b.actions[:240], atol=1e-6)
 
 
 def test_agency_buffer_rule_and_no_baseline_after_the_anneal_fraction(tmp_path):
