@@ -20,22 +20,25 @@ where the task reports zone entries, avoidance (episodes that never touched the 
 folder: goal rate and return against env steps, training episodes (solid) and the runner's periodic evaluations of
 the learner (dots), every method; the baseline as a dashed line.
 
-``--quick``: zone, one seed, ``QUICK`` (SAC replay ratio 0.25 so three SAC runs fit in < 10 min on 2 cores). Full:
-reach, push and zone, seeds 1, 2, 3, ``FULL`` (the preset's 60k env steps, replay ratio 1), means ± SE
-(``stack.bench.over_seeds``); the acceptance keys are the zone task's, every task's under ``per_task``.
+``--quick``: zone, one seed, ``QUICK_METHODS``: agency on the PPO backbone (``zone_agency_ppo``, 153.6k env steps)
+beside plain PPO at the same budget, and the SAC peers (residual RL, plain SAC) at what fits (4k env steps, replay
+ratio 1); agency on SAC runs in full mode. Full: reach, push and zone, seeds 1, 2, 3, ``FULL`` (PPO 153.6k, SAC the
+preset's 60k), means ± SE (``stack.bench.over_seeds``); the acceptance keys are the zone task's (``learner_*``:
+agency on PPO), every task's under ``per_task``.
 
-``--quick`` measured on the shared 2-core box (load 5–7; ONE seed, seed 1; zone; 6k env steps per SAC run, replay
-ratio 1, 50 evaluation episodes): 7 min 02 s wall (``time``). Baseline 100 % goal, return −3.08, 26.8 steps to goal,
-avoidance 100 %. After 6k env steps no learner reaches the goal: agency's learner alone 0 % (return −21.6, avoidance
-56 %), residual with its baseline 0 % (−8.50, avoidance 100 %), plain SAC 0 % (−16.4, 86 %). Training goal rate:
-agency 1.0 in the first 10 % (600 env steps: before SAC's first update at ``learning_starts`` 600), then 0.20 in the
-next 10 % and 0 over the last half (``train_goal_rate_worst_10pct`` 0.0); residual 1.0 until 1.8k, 0 from 3.6k;
-SAC 0. So ``--quick`` checks the machinery, not the claim: at this box's ~20 s per 1k env steps three SAC runs long
-enough to learn do not fit in 10 min. ``--quick --steps 12000`` (same box, load 8–10, ONE seed, 18 min 29 s):
-agency's learner alone 32 % goal in 14.1 steps (baseline 26.8), return −3.93 (baseline −3.08), avoidance 100 %;
-training goal rate 0.94 in the first 10 % (1.2k env steps, learning from 1k), 0.08 at its worst 10 % span, 0.53
-overall; residual 0 % (return −6.02; training 1.0 in the first 10 %, 0 at its worst); plain SAC 0 % (−13.9; training
-0 throughout). The preset's 30k (commit 52f4584, one seed): the learner alone 100 % in 8.1 steps, return −0.72.
+Measured ``--quick`` (ONE seed, seed 1, zone, 50 evaluation episodes, the shared 2-core box at load 4–9; SAC peers at
+6k): 11 min 14 s wall, 4 min 53 s CPU (so ~5 min on a quiet box; the SAC peers cut to 4k since). Baseline 100 % goal,
+return −3.08, 26.8 steps to goal, avoidance 100 %. **agency_ppo's learner alone: 92 % goal, return −1.30, 13.3
+steps to goal** (twice as fast as the baseline), avoidance 98 %; training (arbitrated) goal rate 99 % over the first
+10 %, 97 % at its worst 10 % span, 98 % overall. Plain PPO: 38 %, −4.61, 29.6 steps, training 0 % over the first
+10 %. Residual RL with its baseline at 6k: 0 % (−8.50, training 1.0 in the first 10 %, 0 at its worst); plain SAC at
+6k: 0 % (−16.4). The preset's 3 seeds (``zone_agency_ppo.yaml``): agency_ppo 90 ± 6 % goal in 10.7 ± 1.3 steps,
+return −1.22 ± 0.18, plain PPO 46 ± 29 %, −4.42 ± 1.67.
+
+Agency on SAC (``agency``), measured before (ONE seed): 30k env steps, the learner alone 100 % in 8.1 steps, return
+−0.72; at 12k (load 8–10, 18 min) 32 % in 14.1 steps (training goal rate 0.94 in the first 10 %, 0.08 at its worst
+span); at 6k 0 %. A SAC update costs 10–19 ms on the loaded box (~20 s per 1k env steps at replay ratio 1), so SAC
+runs long enough to learn do not fit ``--quick``.
 """
 
 from __future__ import annotations
@@ -51,11 +54,20 @@ from pathlib import Path
 import numpy as np
 
 PRESET = "zone_agency_sac"
+PPO_PRESET = "zone_agency_ppo"
 TASKS = ("reach", "push", "zone")
 QUICK_TASK = "zone"
-LEARNERS = ("agency", "residual", "sac")
-"""Methods that train (each is also the ``algo`` of its run)."""
+SAC_LEARNERS = ("agency", "residual", "sac")
+PPO_LEARNERS = ("agency_ppo", "ppo")
+LEARNERS = (*PPO_LEARNERS, *SAC_LEARNERS)
+"""Methods that train (each is also the ``algo`` of its run): on PPO's preset or on SAC's."""
 METHODS = ("baseline", *LEARNERS)
+QUICK_METHODS = ("baseline", "agency_ppo", "ppo", "residual", "sac")
+"""``--quick`` leaves agency on SAC out (full mode runs it): it does not learn within a quick SAC budget."""
+LEARNER = "agency_ppo"
+"""The method whose figures are the acceptance interface's ``learner_*``: agency transfer on PPO, the backbone that
+learns within the budget (3 seeds, 153.6k env steps: 90 ± 6 % goal alone in 10.7 steps; on SAC at 30k, one seed,
+100 % in 8.1 steps, but at the 6k that fit quick's SAC budget 0 %)."""
 TASK_KWARGS = {"action_mode": "delta", "terminate_on_success": True}
 EVAL_SEED = 10_000
 FIRST_FRACTION = 0.1
@@ -77,22 +89,26 @@ class Budget:
     curve_evals: int = 4
     """Periodic evaluations of the learner during each run (the curves' dots)."""
     curve_eval_episodes: int = 10
+    on_policy_steps: int = 153_600
+    """Env steps of each PPO run (agency_ppo, plain PPO): the zone_agency_ppo preset's."""
 
 
 FULL = Budget(env_steps=60_000, replay_ratio=1.0, eval_episodes=100)
-# < 10 min for three SAC runs on 2 shared cores: a SAC update took 10–19 ms there (overhead-bound: the same at hidden
-# 64 or batch 128), ~20 s per 1k env steps at replay ratio 1 under load. Replay ratio 0.25 (6k updates in 24k steps)
-# left the agency learner at 0 % alone (training goal rate falling as agency moved to it), so quick keeps the preset's
-# ratio 1 and cuts the env steps instead; a row every 300 env steps so the first 10 % (600) holds two rows.
-QUICK = Budget(env_steps=6_000, replay_ratio=1.0, eval_episodes=50, log_every=300, curve_evals=2)
+# < 10 min on 2 shared cores: two PPO runs of 153.6k (2–4 min each under load) and two SAC peers at 4k (a SAC update
+# took 10–19 ms there, overhead-bound: ~20 s per 1k env steps at replay ratio 1; ratio 0.25 at 24k left the learner
+# at 0 %, so quick keeps ratio 1 and cuts the env steps); a row every 200 env steps: the first 10 % holds two rows.
+QUICK = Budget(env_steps=4_000, replay_ratio=1.0, eval_episodes=50, log_every=200, curve_evals=2)
 
 
 def train_config(method: str, task: str, seed: int, budget: Budget, runs_dir: str | Path):
-    """The TrainConfig of one learning method: the preset's SAC and agency settings, this task and budget."""
+    """The TrainConfig of one learning method: its backbone preset's settings (SAC or PPO, with the agency
+    schedule), this task and budget."""
     from stack.config import TrainConfig, from_dict, load_preset
 
     if method not in LEARNERS:
         raise ValueError(f"method: expected one of {LEARNERS}, got {method!r}")
+    if method in PPO_LEARNERS:
+        return on_policy_config(method, task, seed, budget, runs_dir)
     base = from_dict(TrainConfig, load_preset(PRESET))
     env = dataclasses.replace(base.env, task=task, task_kwargs=dict(TASK_KWARGS))
     # learning_starts at most 10 % of the budget (the preset's 1000 would be a sixth of quick's 6k): in quick the
@@ -105,6 +121,26 @@ def train_config(method: str, task: str, seed: int, budget: Budget, runs_dir: st
                                eval_episodes=budget.curve_eval_episodes, checkpoint_every=budget.env_steps,
                                runs_dir=str(runs_dir), name=f"{task}-{method}-s{seed}", tensorboard=False,
                                progress=False)
+
+
+def on_policy_config(method: str, task: str, seed: int, budget: Budget, runs_dir: str | Path):
+    """agency_ppo / plain PPO: the zone_agency_ppo preset's PPO and agency settings, this task and budget; a metrics
+    row per iteration (1,024 env steps), so the first 10 % of 153.6k holds 15 rows."""
+    from stack.config import TrainConfig, from_dict, load_preset
+
+    base = from_dict(TrainConfig, load_preset(PPO_PRESET))
+    env = dataclasses.replace(base.env, task=task, task_kwargs=dict(TASK_KWARGS))
+    steps = budget.on_policy_steps
+    eval_every = steps // max(budget.curve_evals, 1)
+    return dataclasses.replace(base, algo=method, env=env, seed=seed, total_env_steps=steps,
+                               eval_every=eval_every if budget.curve_evals else 0,
+                               eval_episodes=budget.curve_eval_episodes, checkpoint_every=steps,
+                               runs_dir=str(runs_dir), name=f"{task}-{method}-s{seed}", tensorboard=False,
+                               progress=False)
+
+
+def run_steps(method: str, budget: Budget) -> int:
+    return budget.on_policy_steps if method in PPO_LEARNERS else budget.env_steps
 
 
 # ---- evaluation ---------------------------------------------------------------------------------------------------
@@ -240,8 +276,9 @@ def run_seed(seed: int, task: str, budget: Budget, out: Path, methods=METHODS) -
             rows = read_metrics(run_dir)
             figures = evaluate_learner(method, run_dir, cfg, budget.eval_episodes)
             figures["train_goal_rate"] = goal_rate_until(rows, math.inf)
-            figures["train_goal_rate_first_10pct"] = first_fraction_goal_rate(rows, budget.env_steps)
-            figures["train_goal_rate_worst_10pct"] = worst_fraction_goal_rate(rows, budget.env_steps)
+            figures["train_goal_rate_first_10pct"] = first_fraction_goal_rate(rows, run_steps(method, budget))
+            figures["train_goal_rate_worst_10pct"] = worst_fraction_goal_rate(rows, run_steps(method, budget))
+            figures["env_steps"] = run_steps(method, budget)
             curves[method] = curve(rows)
             result[f"{method}_run"] = str(run_dir)
         figures["wall_s"] = round(time.perf_counter() - t0, 1)
@@ -253,14 +290,17 @@ def run_seed(seed: int, task: str, budget: Budget, out: Path, methods=METHODS) -
     return result
 
 
-def acceptance(result: dict) -> dict:
-    """The issue's names for one task's figures (agency's learner is 'the learner')."""
+def acceptance(result: dict, learner: str = LEARNER) -> dict:
+    """The issue's names for one task's figures (``learner``'s are 'the learner's': agency on PPO by default, agency
+    on SAC where PPO's did not run)."""
     get = result.get
+    if f"{learner}_goal_rate" not in result and "agency_goal_rate" in result:
+        learner = "agency"
     return {"task": get("task"), "baseline_goal_rate": get("baseline_goal_rate"),
-            "train_goal_rate_first_10pct": get("agency_train_goal_rate_first_10pct"),
-            "learner_goal_rate": get("agency_goal_rate"), "learner_return": get("agency_return"),
+            "train_goal_rate_first_10pct": get(f"{learner}_train_goal_rate_first_10pct"),
+            "learner_goal_rate": get(f"{learner}_goal_rate"), "learner_return": get(f"{learner}_return"),
             "baseline_return": get("baseline_return"), "residual_return": get("residual_return"),
-            "sac_return": get("sac_return"), "learner_steps_to_goal": get("agency_steps_to_goal"),
+            "sac_return": get("sac_return"), "learner_steps_to_goal": get(f"{learner}_steps_to_goal"),
             "baseline_steps_to_goal": get("baseline_steps_to_goal")}
 
 
@@ -281,7 +321,8 @@ def plot_curves(per_task: dict[str, list[dict]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"baseline": "black", "agency": "tab:blue", "residual": "tab:orange", "sac": "tab:green"}
+    colors = {"baseline": "black", "agency": "tab:blue", "residual": "tab:orange", "sac": "tab:green",
+              "agency_ppo": "tab:purple", "ppo": "tab:red"}
     fig, axes = plt.subplots(len(per_task), 2, figsize=(10, 3.2 * len(per_task)), squeeze=False)
     for (task, per_seed), (ax_goal, ax_ret) in zip(per_task.items(), axes):
         for method in LEARNERS:
@@ -315,11 +356,12 @@ def with_steps(budget: Budget, steps: int) -> Budget:
 
 
 def run(quick: bool = False, seeds=None, tasks=None, runs_dir: str | Path = "runs", out_dir: str | Path | None = None,
-        budget: Budget | None = None, methods=METHODS, steps: int | None = None) -> dict:
+        budget: Budget | None = None, methods=None, steps: int | None = None) -> dict:
     """One seed on zone (quick) or seeds 1, 2, 3 on reach, push and zone (full): means ± SE of every figure.
     ``steps``: env steps per SAC run instead of the budget's."""
     from stack.bench import FULL_SEEDS, over_seeds
 
+    methods = tuple(methods or (QUICK_METHODS if quick else METHODS))
     budget = budget or (QUICK if quick else FULL)
     if steps:
         budget = with_steps(budget, steps)

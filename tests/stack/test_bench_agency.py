@@ -47,28 +47,44 @@ def test_a_steps_override_keeps_a_row_on_the_first_10pct_boundary():
 
 def test_unknown_method_is_refused():
     with pytest.raises(ValueError, match="method"):
-        agency.train_config("ppo", "zone", 1, agency.QUICK, "runs")
+        agency.train_config("td3", "zone", 1, agency.QUICK, "runs")
 
 
-def test_every_learner_shares_the_sac_settings_and_the_task():
-    cfgs = [agency.train_config(m, "push", 2, agency.QUICK, "runs") for m in agency.LEARNERS]
-    assert [c.algo for c in cfgs] == list(agency.LEARNERS)
+def test_the_ppo_learners_share_the_ppo_preset_and_their_own_budget():
+    cfgs = [agency.train_config(m, "reach", 3, agency.QUICK, "runs") for m in agency.PPO_LEARNERS]
+    assert [c.algo for c in cfgs] == ["agency_ppo", "ppo"]
+    assert cfgs[0].ppo == cfgs[1].ppo and cfgs[0].agency == cfgs[1].agency
+    assert all(c.total_env_steps == agency.QUICK.on_policy_steps != agency.QUICK.env_steps for c in cfgs)
+    assert all(c.env.task == "reach" and c.env.task_kwargs == agency.TASK_KWARGS and c.seed == 3 for c in cfgs)
+
+
+def test_the_learner_of_the_acceptance_keys_is_agency_on_ppo_else_on_sac():
+    result = {"task": "zone", "agency_ppo_goal_rate": 0.9, "agency_goal_rate": 0.3, "agency_ppo_return": -1.0}
+    assert agency.acceptance(result)["learner_goal_rate"] == 0.9
+    assert agency.acceptance(result)["learner_return"] == -1.0
+    del result["agency_ppo_goal_rate"]
+    assert agency.acceptance(result)["learner_goal_rate"] == 0.3
+
+
+def test_every_sac_learner_shares_the_sac_settings_and_the_task():
+    cfgs = [agency.train_config(m, "push", 2, agency.QUICK, "runs") for m in agency.SAC_LEARNERS]
+    assert [c.algo for c in cfgs] == list(agency.SAC_LEARNERS)
     assert all(c.sac == cfgs[0].sac and c.total_env_steps == agency.QUICK.env_steps for c in cfgs)
     assert all(c.env.task == "push" and c.env.task_kwargs == agency.TASK_KWARGS and c.seed == 2 for c in cfgs)
     assert cfgs[0].sac.replay_ratio == agency.QUICK.replay_ratio
 
 
 def test_a_tiny_run_prints_the_acceptance_interface(tmp_path):
-    tiny = agency.Budget(env_steps=400, replay_ratio=0.25, eval_episodes=2, log_every=40, curve_evals=0,
-                         curve_eval_episodes=2)
+    tiny = agency.Budget(env_steps=400, on_policy_steps=2048, replay_ratio=0.25, eval_episodes=2, log_every=40,
+                         curve_evals=0, curve_eval_episodes=2)
     out = agency.run(quick=True, budget=tiny, out_dir=tmp_path)
     line = json.loads(json.dumps(out, allow_nan=False))  # strict JSON: no NaN
     assert list(line)[-len(agency.KEYS):] == list(agency.KEYS)  # the acceptance keys last, in order
     assert line["task"] == "zone" and line["seeds"] == [1]
     assert line["baseline_goal_rate"] == 1.0 and line["baseline_avoidance"] == 1.0  # safe, always reaches
     assert 20 <= line["baseline_steps_to_goal"] <= 35  # slow: 26.9 steps over 50 seeds
-    for key in ("learner_goal_rate", "residual_goal_rate", "sac_goal_rate", "agency_train_goal_rate",
-                "agency_train_goal_rate_worst_10pct"):
+    for key in ("learner_goal_rate", "residual_goal_rate", "sac_goal_rate", "ppo_goal_rate",
+                "agency_ppo_train_goal_rate", "agency_ppo_train_goal_rate_worst_10pct"):
         assert 0.0 <= line[key] <= 1.0
     rate = line["train_goal_rate_first_10pct"]
     assert rate is None or 0.0 <= rate <= 1.0
