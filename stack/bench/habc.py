@@ -15,6 +15,22 @@
 The last JSON line holds ``success_before``, ``success_after`` (HABC), ``success_bc_same_data``,
 ``success_filtered_bc``, ``success_viability_only``, ``success_bc_interventions`` (means over seeds, ``…_se`` beside
 them with several seeds). The HABC weight histogram of each round is ``habc_weights.png`` in the output folder.
+
+Measured ``--quick --seeds 1 2 3`` (the quick budget, 50 paired evaluation episodes per seed; 22 min on the loaded
+2-core box, one seed ~4–7 min), mean ± SE over the 3 seeds (per seed 1 / 2 / 3):
+
+=================  ===============================
+start (BC flow)    0.187 ± 0.098 (0.12 / 0.06 / 0.38)
+HABC               0.600 ± 0.042 (0.62 / 0.52 / 0.66)  +41 points
+BC, same data      0.520 ± 0.042 (0.50 / 0.46 / 0.60)
+filtered BC        0.507 ± 0.044 (0.54 / 0.42 / 0.56)
+viability-only     0.520 ± 0.081 (0.46 / 0.42 / 0.68)
+BC interventions   0.553 ± 0.057 (0.60 / 0.44 / 0.62)
+=================  ===============================
+
+HABC has the highest mean and is first or tied-first on seeds 1 and 2 — but its lead over the best peer (HG-DAgger,
++4.7 points) is within one standard error: "above every peer" holds in the means, not significantly. The operator
+rescues 83–100 % of the rollouts, so p_v ≈ 1 and the gate runs on the efficiency head. Full mode not run.
 """
 
 from __future__ import annotations
