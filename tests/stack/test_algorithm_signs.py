@@ -205,12 +205,12 @@ def spy_dppo_update(algo: DPPO, monkeypatch) -> list[dict]:
             records.append({"x_k": x_k.detach().clone()})
         return real_log_prob(obs, x_k, x_prev, k, net)
 
-    def policy_loss(ratio, advantages, k, cfg, ft_steps):
+    def policy_loss(ratio, advantages, k, cfg, ft_steps, rows=None):
         rec = records[-1]
         rec["adv"] = advantages.detach().clone()
         ratio.register_hook(lambda g: rec.__setitem__("grad", g.clone()))
         rec["ratio"] = ratio.detach().clone()
-        return real_loss(ratio, advantages, k, cfg, ft_steps)
+        return real_loss(ratio, advantages, k, cfg, ft_steps, rows)
 
     monkeypatch.setattr(algo, "log_prob", log_prob)
     monkeypatch.setattr(dppo_mod, "dppo_policy_loss", policy_loss)
