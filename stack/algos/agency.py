@@ -103,6 +103,10 @@ class AgencySchedule:
         self.p_ep, self.lam, self.f = float(state["p_ep"]), float(state["lam"]), float(state["f"])
 
 
+ARBITRATION_SEED_OFFSET = 7919
+"""The arbitrator's draws are seeded with seed + this (every agency backbone's rule)."""
+
+
 class AgencyTransfer:
     """SAC with per-step arbitration against a baseline. ``act`` → (executed actions, authority); ``end_episodes``
     after episodes finish; ``update`` is SAC's."""
@@ -110,7 +114,7 @@ class AgencyTransfer:
     def __init__(self, sac: SAC, schedule: AgencySchedule, num_envs: int, delta: float = 0.01, seed: int = 0):
         self.sac = sac
         self.schedule = schedule
-        self.arbitrator = Arbitrator(num_envs, delta, seed=seed + 7919)
+        self.arbitrator = Arbitrator(num_envs, delta, seed=seed + ARBITRATION_SEED_OFFSET)
         self.arbitrator.start_episodes(slice(None), schedule.p_ep)
         self.device = sac.device
         self.calls = {"baseline_rows": 0, "certified": 0, "decisions": 0}

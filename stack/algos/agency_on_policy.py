@@ -31,10 +31,7 @@ import numpy as np
 import torch
 
 from policies.arbitrated import Arbitrator, arbitrate
-from stack.algos.agency import AgencySchedule
-
-ARBITRATION_SEED_OFFSET = 7919
-"""The arbitrator's draws are seeded with seed + this (the SAC agency algo's rule)."""
+from stack.algos.agency import ARBITRATION_SEED_OFFSET, AgencySchedule
 
 
 class OnPolicyAgency:
