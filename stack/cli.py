@@ -48,6 +48,10 @@ BENCHES: dict[str, str] = {
     "habc": "HABC rounds with a simulated operator on push vs plain/filtered BC, viability-only, HG-DAgger (success)",
     "agency": "agency transfer (SAC + baseline arbitration) vs the baseline, residual RL, plain SAC: goal rate, "
               "return, steps-to-goal (zone in --quick; reach, push, zone in full)",
+    "variance": "policy-gradient variance with a state-only vs an action-dependent baseline (Wu et al. 2018), "
+                "from a fixed checkpoint, many batches of one size (arm in --quick; hopper, halfcheetah, arm in full)",
+    "sysid": "real-to-sim: fit a perturbed MuJoCo model from synthetic logs (parameter error, tracking error)",
+    "replay": "record with the scripted operator through ROS 2, replay the bag with HABC: success before/after",
 }
 
 
@@ -158,6 +162,7 @@ def cmd_bench(argv: list[str]) -> int:
     p.add_argument("--policy", default="diffusion", help="policy kind (bc)")
     p.add_argument("--rate", type=float, default=100.0, help="control rate in Hz (deploy)")
     p.add_argument("--device", default="cpu", help="dppo/fpo: 'cpu', 'cuda' or 'auto'")
+    p.add_argument("--backend", default="mujoco", help="sim: the pool's backend, 'mujoco', 'ray' or 'genesis'")
     p.add_argument("--cleanrl", default=None, help="ppo: path to CleanRL's ppo_continuous_action.py, run after ours "
                    "for a side-by-side figure")
     args = p.parse_args(argv)
@@ -171,7 +176,7 @@ def cmd_bench(argv: list[str]) -> int:
     bench = importlib.import_module(f"stack.bench.{args.which}")
     seeds = args.seeds or ([args.seed] if args.quick else list(FULL_SEEDS))
     if args.which == "sim":
-        result = bench.run(task=args.task or "hopper", quick=args.quick)
+        result = bench.run(task=args.task or "hopper", quick=args.quick, backend=args.backend)
     elif args.which == "ppo":
         steps = args.steps or (100_000 if args.quick else 1_000_000)
         result = over_seeds(bench.run, seeds, task=args.task or "hopper", steps=steps, cleanrl=args.cleanrl)
@@ -190,6 +195,8 @@ def cmd_bench(argv: list[str]) -> int:
                            tasks=[args.task] if args.task else None, steps=args.steps)
     elif args.which == "arm":  # stack.bench.arm.run(quick=..., seeds=...) -> dict
         result = bench.run(quick=args.quick, seeds=args.seeds, device=args.device)
+    elif args.which in ("variance", "sysid", "replay"):  # run(quick=..., seeds=...) -> dict
+        result = bench.run(quick=args.quick, seeds=args.seeds or ([args.seed] if args.quick else None))
     elif args.which == "faults":  # stack.bench.faults.run(quick=...) -> dict (needs the ROS 2 wheels)
         result = bench.run(quick=args.quick)
     else:

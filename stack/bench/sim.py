@@ -135,8 +135,10 @@ def _envpool(gym_id: str, n: int):
         return None
 
 
-def run(task: str = "hopper", quick: bool = False) -> dict:
+def run(task: str = "hopper", quick: bool = False, backend: str = "mujoco") -> dict:
     """Measure and return env-steps/s of the pool, Gymnasium's vector envs and the physics limit (see module doc)."""
+    if backend != "mujoco":
+        raise ValueError(f"bench sim: backend {backend!r} is not built yet; expected 'mujoco'")
     from sim.pool import WorkerPool
     from sim.registry import make_task
 
