@@ -11,12 +11,14 @@ def test_every_learning_method_trains_on_delta_targets(method):
     cfg = arm.train_config(method, "reach", 300_000, 1, "runs", "cpu", init_from="bc-run", dataset="demos")
     assert cfg.env.task_kwargs == {"action_mode": "delta"}
     assert cfg.algo == {"ppo": "ppo", "fpo++": "fpo", "bc": "bc", "dppo": "dppo", "bc_gauss": "bc",
-                        "ppo_bc": "ppo"}[method]
-    if method == "fpo++":
+                        "ppo_bc": "ppo", "bc_flow": "bc", "fpo++_bc": "fpo"}[method]
+    if method in ("fpo++", "fpo++_bc"):
         assert cfg.fpo.variant == "fpo++"
-    if method in ("dppo", "ppo_bc"):
+    if method in ("dppo", "ppo_bc", "fpo++_bc"):
         assert cfg.init_from == "bc-run"
-    if method in ("bc", "bc_gauss"):
+    if method == "fpo++_bc":  # a warm critic before the actor moves, at a small actor rate
+        assert cfg.fpo.n_critic_warmup_itr > 0 and cfg.fpo.lr < cfg.fpo.critic_lr
+    if method in ("bc", "bc_gauss", "bc_flow"):
         assert cfg.dataset == "demos" and cfg.bc.action_key == "action.proposal"
 
 
@@ -46,3 +48,13 @@ def test_quick_takes_the_push_method_and_its_bc_to_push(tmp_path, monkeypatch):
     assert "push" in out["per_method"]["ppo_bc"] and "push" in out["per_method"]["bc_gauss"]
     assert "push" not in out["per_method"]["ppo"]
     assert out["push_success"] == out["per_method"]["ppo_bc"]["push"]
+
+
+def test_fpo_bc_fine_tunes_the_flow_bc_it_caches(tmp_path, monkeypatch):
+    tiny = arm.Budget(rl_steps={"reach": 1024, "push": 1024}, demo_episodes=1, bc_grad_steps=2)
+    monkeypatch.setattr(arm, "EVAL_EPISODES", 1)
+    cache: dict = {}
+    for method in ("bc_flow", "fpo++_bc"):
+        rate, _ = arm.run_method(method, "reach", 1, str(tmp_path), "cpu", tiny, cache)
+        assert 0.0 <= rate <= 1.0
+    assert list(cache) == [("bc_flow", "reach", 1)]  # the fine-tune reused the BC run, not a second one
