@@ -21,9 +21,9 @@ $(VENV)/bin/activate:
 
 # Stamp files record what has been installed, so a second `make` is instant and a changed pyproject reinstalls.
 $(VENV)/.train-installed: pyproject.toml | $(VENV)/bin/activate
-	@echo "pip install $(TORCH); pip install -e '.[dev,dist]'"
+	@echo "pip install $(TORCH); pip install -e '.[dev,dist,sysid]'"
 	@$(PIP) install -q $(TORCH) $(QUIET)
-	@$(PIP) install -q -e '.[dev,dist]' $(QUIET)
+	@$(PIP) install -q -e '.[dev,dist,sysid]' $(QUIET)
 	@./scripts/ensure-gl.sh || true
 	@touch $@
 
