@@ -40,29 +40,9 @@ from stack.config import BCConfig
 from stack.controller import PolicyController
 from stack.data import EpisodeDataset, EpisodeWriter, window_indices
 from stack.data.episodes import AUTHORITY_KEY, IS_INTERVENTION
+from stack.operator import OperatorConfig, SimulatedOperator, progress
 from stack.ros.safety import SafetySupervisor
 from stack.runners.offline import to_policy_space
-
-
-@dataclass(frozen=True)
-class OperatorConfig:
-    progress: dict = field(default_factory=lambda: {"distance": 1.0, "ee_object_distance": 0.5})
-    """The distance to done the operator watches: a weighted sum of the task's ``info`` entries (push: the puck's
-    distance to the goal + half the fingertip's to the puck, the task's own shaping, so an approach is progress)."""
-    stall_steps: int = 20
-    """K: take over when that distance has not dropped by stall_eps over the last K steps."""
-    stall_eps: float = 0.005
-    """Progress (m) that counts as not stalled."""
-    takeover_steps: int = 40
-    """Steps the operator keeps authority once it took over."""
-    max_takeovers: int = 2
-    """Takeovers per episode at most (then the policy finishes the episode on its own)."""
-    dims: tuple[int, ...] | None = None
-    """Action dimensions the operator commands (None: all); the others stay with the policy."""
-    p_threshold: float | None = None
-    """Also take over where the critic predicts failure, p_v(s) < this (None: off)."""
-    authority: str = "human"
-    """Authority the takeover is recorded under (the operator stands in for a human)."""
 
 
 @dataclass(frozen=True)
@@ -89,43 +69,7 @@ class HABCRoundsConfig:
     habc: HABCConfig = field(default_factory=HABCConfig)
 
 
-# ---- the simulated operator -----------------------------------------------------------------------------------------
-class SimulatedOperator:
-    """Decides, step by step, whether the scripted operator holds authority (stalled progress or predicted failure)."""
-
-    def __init__(self, cfg: OperatorConfig):
-        self.cfg = cfg
-        self.reset()
-
-    def reset(self) -> None:
-        self.history: list[float] = []
-        self.remaining = 0
-        self.takeovers = 0
-
-    def stalled(self) -> bool:
-        k = self.cfg.stall_steps
-        if len(self.history) <= k:
-            return False
-        return min(self.history[-k:]) > self.history[-k - 1] - self.cfg.stall_eps
-
-    def active(self, distance: float, success: bool, p_v: float | None = None) -> bool:
-        """Whether the operator commands the next step, given the last step's progress."""
-        if self.remaining > 0:
-            self.remaining -= 1
-            if self.remaining == 0:
-                self.history = []  # hand back: the policy gets stall_steps steps again
-            return self.remaining > 0
-        self.history.append(float(distance))
-        if success or self.takeovers >= self.cfg.max_takeovers:
-            return False
-        predicted = self.cfg.p_threshold is not None and p_v is not None and p_v < self.cfg.p_threshold
-        if self.stalled() or predicted:
-            self.takeovers += 1
-            self.remaining = self.cfg.takeover_steps
-            return True
-        return False
-
-
+# ---- the simulated operator (stack.operator) through the safety mux ------------------------------------------------
 class OperatorMux:
     """``SafetySupervisor``'s mux used in process: each step the measured joints, the policy's joint target and (in a
     takeover) the operator's arrive at the same instant and one decision is made.
@@ -210,7 +154,7 @@ def collect_round(controller: PolicyController, cfg: HABCRoundsConfig, out_dir: 
                                  truncated=truncated, success=bool(info.get("success", False)),
                                  proposal=proposals[k], authority=(authority or op_cfg.authority) if mask.any()
                                  else "policy", intervention_mask=mask,
-                                 distance=_progress(info, op_cfg.progress)))
+                                 distance=progress(info, op_cfg.progress)))
             obs[i] = nxt
             if terminated or truncated:
                 continue
@@ -238,13 +182,6 @@ def collect_round(controller: PolicyController, cfg: HABCRoundsConfig, out_dir: 
     for env in envs:
         env.close()
     return writer.close(), stats
-
-
-def _progress(info: dict, weights: dict) -> float:
-    missing = [k for k in weights if k not in info]
-    if missing:
-        raise KeyError(f"operator.progress: the task's info lacks {missing}; it has {sorted(info)}")
-    return float(sum(w * float(info[k]) for k, w in weights.items()))
 
 
 # ---- training data from episode datasets ----------------------------------------------------------------------------
