@@ -83,11 +83,19 @@ def model_path(scene: str = "arm") -> str:
     return os.path.join(ASSETS_DIR, SCENES[scene])
 
 
-def load_model(scene: str = "reach"):
-    """A fresh ``mujoco.MjModel`` of ``scene`` ("reach", "push" or "arm")."""
+def load_model(scene: str = "reach", overlay: str | None = None):
+    """A fresh ``mujoco.MjModel`` of ``scene`` ("reach", "push" or "arm"), with the calibrated joint parameters of
+    the robot overlay ``overlay`` (a file; None: the one ``R2S_ROBOT_OVERLAY`` names, if any; "": none) laid over
+    it (``robots.overlay``)."""
     import mujoco
 
-    return mujoco.MjModel.from_xml_path(model_path(scene))
+    from robots.overlay import apply_overlay, load_overlay, overlay_path
+
+    model = mujoco.MjModel.from_xml_path(model_path(scene))
+    path = overlay_path() if overlay is None else overlay
+    if path:
+        apply_overlay(model, load_overlay(path), SO101.name)
+    return model
 
 
 __all__ = [

@@ -24,6 +24,7 @@ from functools import cache
 import mujoco
 import numpy as np
 
+from robots.overlay import overlay_path
 from robots.so101 import EE_SITE, HOME, SO101, load_model
 from robots.spec import RobotSpec
 from sim.core import DomainRandomization, MujocoTask
@@ -47,9 +48,10 @@ def absolute_to_delta(joint_pos, target, scale: float) -> np.ndarray:
 
 
 @cache
-def _shared_model(scene: str) -> mujoco.MjModel:
-    """One compiled model per scene and process, shared read-only by unrandomised envs."""
-    return load_model(scene)
+def _shared_model(scene: str, overlay: str = "") -> mujoco.MjModel:
+    """One compiled model per scene, robot overlay (``robots.overlay``; "": none) and process, shared read-only by
+    unrandomised envs."""
+    return load_model(scene, overlay=overlay)
 
 
 class ArmTask(MujocoTask):
@@ -81,7 +83,7 @@ class ArmTask(MujocoTask):
             raise ValueError(f"delta_scale: expected > 0 (rad per control step), got {delta_scale!r}")
         if reward_type not in ("dense", "sparse"):
             raise ValueError(f"reward_type: expected 'dense' or 'sparse', got {reward_type!r}")
-        model = _shared_model(self.scene)
+        model = _shared_model(self.scene, overlay_path())
         if render_mode is not None and (width > model.vis.global_.offwidth or height > model.vis.global_.offheight):
             model = copy.deepcopy(model)
             model.vis.global_.offwidth = max(model.vis.global_.offwidth, width)
