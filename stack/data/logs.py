@@ -395,10 +395,12 @@ def _episodes(steps: dict, events: list, infos: list, custom: dict,
         [[-math.inf, math.inf, {}, None, None, None]] if len(stamps) else []
     inside = np.zeros(len(stamps), dtype=bool)
     episodes = []
-    for start, end, first, last, t_start, t_end in spans:
+    for i, (start, end, first, last, t_start, t_end) in enumerate(spans):
         sel = (stamps > start) & (stamps < end)
         t_lo = t_start if t_start is not None else steps["time_ns"][sel][0] if sel.any() else math.inf
-        t_hi = t_end if t_end is not None else math.inf
+        # A lost end closes the window of unstepped rewards at the next start (its rewards are the next episode's).
+        t_next = spans[i + 1][4] if i + 1 < len(spans) else None
+        t_hi = t_end if t_end is not None else t_next if t_next is not None else math.inf
         orphans = unstepped[(unstepped[:, 0] > t_lo) & (unstepped[:, 0] <= t_hi), 1]
         inside |= sel
         values = {**first, **(last or {})}
