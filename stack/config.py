@@ -104,6 +104,10 @@ class PPOConfig(OnPolicyConfig):
     finetune_log_std: float | None = None
     """Fine-tuning (init_from): the pretrained Gaussian's log-std is set to this before the first rollout (its
     exploration noise; None: the one it was saved with)."""
+    action_baseline: bool = False
+    """Action-dependent factorized baselines (Wu et al. 2018, ``stack.algos.action_baseline``): per-dimension
+    advantages R − b(s, a_−i, i) from a masked-input baseline fitted like the critic, and a per-dimension clipped
+    surrogate over the Gaussian's factors."""
 
 
 @dataclass
