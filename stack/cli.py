@@ -22,7 +22,8 @@ COMMANDS: dict[str, str] = {
     "record": "record demonstrations or intervention logs",
     "replay": "replay an intervention log for fine-tuning",
     "sysid": "calibrate the simulator from real logs (real-to-sim)",
-    "logs": "inspect recorded bags (logs info BAG: episodes, rates, interventions, outcomes, policy versions)",
+    "logs": "inspect recorded bags (logs info BAG: episodes, rates, interventions, outcomes, policy versions) and "
+            "convert them (logs convert BAG --to lerobot DIR, DIR --to mcap BAG)",
     "bench": "benchmarks that print JSON (sim, ppo, …)",
     "tasks": "list the simulation tasks and robots",
 }
@@ -211,7 +212,16 @@ def cmd_logs(argv: list[str]) -> int:
     info = sub.add_parser("info", help="episodes, duration, rate per topic, interventions, outcomes, policy versions")
     info.add_argument("bag", help="a bag directory (rosbag2, MCAP) or one .mcap file")
     info.add_argument("--json", action="store_true", help="print one line of JSON (for scripts)")
+    convert = sub.add_parser("convert", help="a bag → LeRobotDataset v3.0 (--to lerobot) and back (--to mcap)")
+    convert.add_argument("src", help="a bag (--to lerobot) or a dataset `--to lerobot` wrote (--to mcap)")
+    convert.add_argument("--to", required=True, choices=["lerobot", "mcap"], help="what to write")
+    convert.add_argument("out", help="the dataset folder or bag directory to write (new or empty)")
+    convert.add_argument("--fps", type=float, default=None, help="frame rate (default: the control rate)")
     args = p.parse_args(argv)
+    if args.action == "convert":
+        from stack.data.convert import convert_cli
+
+        return convert_cli(args.src, args.to, args.out, args.fps)
     import warnings
 
     from stack.data.logs import format_summary, read_log, summary
