@@ -40,9 +40,10 @@ NODES: dict[str, tuple[str, str]] = {
     "recorder": (topics.RECORDER_NODE, "stack.ros.recorder_node"),
     "safety": (topics.SAFETY_NODE, "stack.ros.safety_node"),
     "policy": (topics.POLICY_NODE, "stack.ros.policy_node"),
+    "operator": ("r2s_operator", "stack.ros.operator_node"),  # r2s record: a scripted operator taking over
 }
-START_ORDER = ("sim", "recorder", "safety", "policy")
-STOP_ORDER = ("policy", "safety", "sim", "recorder")
+START_ORDER = ("sim", "recorder", "safety", "policy", "operator")
+STOP_ORDER = ("operator", "policy", "safety", "sim", "recorder")
 CONSOLE_SCRIPTS = {
     "r2s-policy-node": "stack.ros.policy_node:main",
     "r2s-safety-node": "stack.ros.safety_node:main",
@@ -422,9 +423,10 @@ def deploy(policy_path: str, robot: str | None = None, sim: bool = False, durati
            task: str | None = None, record: bool = True, bag_dir: str | None = None, params_file: str | None = None,
            params: dict[str, dict] | None = None, episodes: int = 0, log_dir: str | None = None,
            status: bool = True, stop_timeout_s: float = 10.0, ready_timeout_s: float = 60.0,
-           rt_priority: int = 0, stop_event: threading.Event | None = None) -> dict:
+           rt_priority: int = 0, stop_event: threading.Event | None = None, operator: dict | None = None) -> dict:
     """Run the graph until ``duration`` s, Ctrl-C, ``stop_event``, or (``--sim`` with ``episodes``) that many
-    episodes ended. Returns a summary: exit codes, episode outcomes, bag directory, log directory, peak RSS."""
+    episodes ended. Returns a summary: exit codes, episode outcomes, bag directory, log directory, peak RSS.
+    ``operator``: also start the operator node (``stack.ros.operator_node``) with these parameters."""
     policy_path = str(Path(policy_path).resolve())
     if not Path(policy_path).is_file():
         raise DeployError(f"--policy {policy_path}: no such file (an ONNX policy from `r2s export`)")
@@ -432,15 +434,17 @@ def deploy(policy_path: str, robot: str | None = None, sim: bool = False, durati
     if sim and task is None:
         task = task_for(policy_path, robot)
     task = task or ""
-    keys = [k for k in START_ORDER if (k != "sim" or sim) and (k != "recorder" or record)]
+    keys = [k for k in START_ORDER if (k != "sim" or sim) and (k != "recorder" or record)
+            and (k != "operator" or operator is not None)]
     common = {"robot": robot}
     node_params: dict[str, dict] = {
         "policy": {**common, "policy_path": policy_path},
         "safety": dict(common),
         "sim": {**common, "task": task, "episodes": int(episodes), "wait_for_reset": True,
-                "episode_listeners": 2 + int(record) + int(bool(status or episodes))},
+                "episode_listeners": 2 + int(record) + int(bool(status or episodes)) + int(operator is not None)},
         "recorder": {**common, "task": task,
                      "output_dir": str(Path(bag_dir).resolve()) if bag_dir else ""},
+        "operator": {**common, "task": task, **(operator or {})},
     }
     for key, values in (params or {}).items():
         node_params.setdefault(key, {}).update(values)
