@@ -369,8 +369,9 @@ def _check_episode_row(row: dict, tasks: list[str]) -> None:
         raise DatasetError(f"{where}: tasks is {row['tasks']!r}; expected one task of meta/tasks.parquet {tasks}")
 
 
-def _episode_steps(cols: dict[str, np.ndarray], s: int, e: int, row: dict, fps: float, where) -> dict:
-    """The recorded steps of one episode's frames [s, e), its frames checked against the grid's rules."""
+def _episode_steps(cols: dict[str, np.ndarray], s: int, e: int, row: dict, fps: float, data: str) -> dict:
+    """The recorded steps of one episode's frames [s, e) (in the data file ``data``), checked against the grid's
+    rules."""
     n = e - s
     repeat, step = cols[IS_REPEAT][s:e], cols[STEP_INDEX][s:e]
     expected_step = np.cumsum(~repeat) - 1
@@ -388,10 +389,10 @@ def _episode_steps(cols: dict[str, np.ndarray], s: int, e: int, row: dict, fps: 
         bad = np.flatnonzero(np.asarray(got) != np.asarray(expected))
         if len(bad):
             f = int(bad[0])
-            value = cols[name][s + f] if name != "timestamp" else cols["timestamp"][s + f]
-            raise DatasetError(f"{where(row)}, frame {f}: column {name!r} is {value!r}; expected it {rule}")
+            raise DatasetError(f"{data} (episode {row['episode_index']}), frame {f}: column {name!r} is "
+                               f"{np.asarray(cols[name][s + f]).tolist()!r}; expected it {rule}")
     if int((~repeat).sum()) != row["steps"]:
-        raise DatasetError(f"{where(row)}: steps is {row['steps']}; the frames hold {int((~repeat).sum())} "
+        raise DatasetError(f"{_episode_where(row)}: steps is {row['steps']}; the frames hold {int((~repeat).sum())} "
                            "recorded steps (is_repeat False)")
     keep = s + np.flatnonzero(~repeat)
     steps = {field: cols[name][keep] for name, (field, _, _) in _STEP_COLUMNS.items()}
@@ -422,13 +423,15 @@ def dataset_to_log(root: str | os.PathLike) -> BagLog:
     fps = float(info["fps"])
     for row in rows:
         n = row["length"]
+        data = root / info["data_path"].format(chunk_index=row["data/chunk_index"], file_index=row["data/file_index"])
         task_index = tasks.index(row["tasks"][0])
         bad = np.flatnonzero(cols["task_index"][start:start + n] != task_index)
         if len(bad):
-            raise DatasetError(f"{_episode_where(row)}, frame {int(bad[0])}: column 'task_index' is "
+            raise DatasetError(f"{data} (episode {row['episode_index']}), frame {int(bad[0])}: column "
+                               "'task_index' is "
                                f"{cols['task_index'][start + int(bad[0])]}; expected {task_index} (the episode's task "
                                f"{row['tasks'][0]!r})")
-        steps = _episode_steps(cols, start, start + n, row, fps, _episode_where)
+        steps = _episode_steps(cols, start, start + n, row, fps, str(data))
         episodes.append(Episode(index=row["recorder_episode"], outcome=row["outcome"],
                                 success_step=row["success_step"], robot=row["robot"], task=row["tasks"][0],
                                 policy_version=row["policy_version"], values=row["event_values"], steps=steps,
@@ -537,9 +540,11 @@ class _Publisher:
         return self.types["std_msgs/msg/String"](data=str(data))
 
 
-def write_bag(log: BagLog, out: str | os.PathLike, compression: str = "zstd") -> Path:
+def write_bag(log: BagLog, out: str | os.PathLike, compression: str = "zstd",
+              control_rate_hz: float | None = None) -> Path:
     """Write ``log``'s episodes as a bag (rosbag2 MCAP, ``metadata.yaml`` with its ``custom_data``) that ``read_log``
-    reads back into the same steps and episodes (the module docstring); ``out`` must not hold files."""
+    reads back into the same steps and episodes (the module docstring); ``out`` must not hold files.
+    ``control_rate_hz`` goes into the policy info (where ``log_to_dataset`` takes its fps from)."""
     from stack.ros.bag import BagWriter
 
     episodes = list(log.episodes)
@@ -555,8 +560,10 @@ def write_bag(log: BagLog, out: str | os.PathLike, compression: str = "zstd") ->
                 continue
             steps = ep.steps
             t0, stamps = int(steps["time_ns"][0]), steps["stamp_ns"]
-            p.send(T.POLICY_INFO, p.diagnostic(t0 - 6, "policy", ep.policy_version,
-                                               {"robot": ep.robot, "policy_version": ep.policy_version}), t0 - 6)
+            policy = {"robot": ep.robot, "policy_version": ep.policy_version}
+            if control_rate_hz:
+                policy["control_rate_hz"] = f"{control_rate_hz:g}"
+            p.send(T.POLICY_INFO, p.diagnostic(t0 - 6, "policy", ep.policy_version, policy), t0 - 6)
             if vals is not None:
                 p.send(T.EPISODE, p.diagnostic(int(stamps.min()) - 1, "episode", "start", vals), t0 - 5)
             if ep.unstepped_reward:
@@ -604,8 +611,36 @@ def _send_step(p: _Publisher, log: BagLog, steps: dict, k: int, decided: bool) -
 def dataset_to_bag(root: str | os.PathLike, out: str | os.PathLike) -> dict:
     """An r2s-log dataset folder → a bag ``out``; returns a summary (episodes, steps)."""
     log = dataset_to_log(root)
+    fps = v3.read_json(Path(root) / v3.INFO_PATH)["fps"]
     try:
-        write_bag(log, out)
+        write_bag(log, out, control_rate_hz=fps)
     except ValueError as e:
         raise DatasetError(f"{Path(root) / v3.EPISODES_PATH.format(chunk_index=0, file_index=0)}: {e}") from None
     return {"bag": str(out), "episodes": len(log.episodes), "steps": sum(e.length for e in log.episodes)}
+
+
+def convert_cli(src: str, to: str, out: str, fps: float | None = None) -> int:
+    """``r2s logs convert SRC --to lerobot|mcap OUT``: warnings (damage read past, episodes left out) on stderr, one
+    line of JSON on stdout; 2 with the reason on stderr when it cannot convert."""
+    import sys
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if to == "lerobot":
+                from stack.data.logs import read_log
+
+                result = log_to_dataset(read_log(src), out, fps=fps)
+            elif to == "mcap":
+                if fps is not None:
+                    raise ValueError("--fps applies to --to lerobot only (a bag has no frame grid)")
+                result = dataset_to_bag(src, out)
+            else:
+                raise ValueError(f"--to {to!r}; expected 'lerobot' or 'mcap'")
+    except (FileNotFoundError, FileExistsError, DatasetError, ValueError) as e:
+        print(f"r2s logs convert: {e}", file=sys.stderr)
+        return 2
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    print(json.dumps(result))
+    return 0
