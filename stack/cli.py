@@ -19,8 +19,8 @@ COMMANDS: dict[str, str] = {
     "eval": "evaluate a trained run in simulation (return, success rate, optional video)",
     "export": "export a trained policy to one ONNX file with metadata",
     "deploy": "run an exported policy through ROS 2 nodes (real robot or sim robot)",
-    "record": "record demonstrations or intervention logs",
-    "replay": "replay an intervention log for fine-tuning",
+    "record": "record intervention logs: a policy on the sim robot through ROS 2 with a scripted operator",
+    "replay": "fine-tune the policy that recorded intervention logs from them (HABC or BC), export, report",
     "sysid": "calibrate the simulator from real logs (real-to-sim)",
     "logs": "inspect recorded bags (logs info BAG: episodes, rates, interventions, outcomes, policy versions) and "
             "convert them (logs convert BAG --to lerobot DIR, DIR --to mcap BAG)",
@@ -30,9 +30,6 @@ COMMANDS: dict[str, str] = {
 
 # Commands whose stage of the loop is not built yet: they say so instead of pretending.
 NOT_YET: dict[str, str] = {
-    "record": "intervention-log recording outside `r2s deploy` (the logs/replay issue; `r2s deploy` records a bag, "
-              "`r2s demos` records demonstrations)",
-    "replay": "log replay for fine-tuning (the logs/replay issue)",
     "sysid": "real-to-sim system identification (the logs/real-to-sim issue)",
 }
 
@@ -251,6 +248,24 @@ def cmd_deploy(argv: list[str]) -> int:
     return deploy_main(argv)
 
 
+def cmd_record(argv: list[str]) -> int:
+    try:
+        import rclpy  # noqa: F401
+    except ImportError as e:
+        print(f"r2s record: rclpy cannot be imported ({e}); install the ROS 2 extra (pip install 'r2s-stack[ros]') "
+              "or source a ROS 2 Jazzy/Kilted install", file=sys.stderr)
+        return 2
+    from stack.ros.record import cmd_record as record_main
+
+    return record_main(argv)
+
+
+def cmd_replay(argv: list[str]) -> int:
+    from stack.log_replay import cmd_replay as replay_main
+
+    return replay_main(argv)
+
+
 HANDLERS: dict[str, Callable[[list[str]], int]] = {
     "demo": cmd_demo,
     "train": cmd_train,
@@ -258,6 +273,8 @@ HANDLERS: dict[str, Callable[[list[str]], int]] = {
     "eval": cmd_eval,
     "export": cmd_export,
     "deploy": cmd_deploy,
+    "record": cmd_record,
+    "replay": cmd_replay,
     "logs": cmd_logs,
     "bench": cmd_bench,
     "tasks": cmd_tasks,
