@@ -156,5 +156,42 @@ def agreement(grads_a: torch.Tensor, grads_b: torch.Tensor, z_max: float = 3.0) 
             "norm_z": norm / max(noise, 1e-30), "unbiased": bool(norm <= z_max * noise and frac <= 0.01)}
 
 
+# ---- PPO with per-dimension advantages (PPOConfig.action_baseline; stack.algos.ppo) ----------------------------------
+# Wu et al.'s reference code (cathywu/rllab, sandbox/rocky/tf/algos/npo_action.py) builds a TRPO surrogate
+# Σ_k r_k · Â_k of per-dimension likelihood ratios r_k = π_k(a_k|s) / π_old,k(a_k|s), one advantage per dimension,
+# under a KL constraint. PPO's version here: the same per-dimension ratios, each clipped as PPO clips its one ratio,
+# summed over dimensions (at r = 1 its gradient is exactly ``action_baseline_gradient``). Their Â_k is a GAE whose
+# TD residuals use b_k in place of V (rllab/sampler/base.py, process_baselines); r2s keeps PPO's λ-return R (the
+# critic's target, from GAE with V) as Q̂ and subtracts b_k from it: Â_k = R − b_k(s, a_−k), the critic's own
+# advantage plus V(s) − b_k(s, a_−k).
+def per_dimension_advantages(baseline: MaskedActionBaseline, obs: torch.Tensor, actions: torch.Tensor,
+                             returns: torch.Tensor) -> torch.Tensor:
+    """Â_i = R − b_i(s, a_−i) → [B, d] (no gradient: computed once per update with the baseline before it)."""
+    with torch.no_grad():
+        return returns[:, None] - baseline(obs, actions)
+
+
+def normalize_per_dimension(advantages: torch.Tensor) -> torch.Tensor:
+    """PPO's advantage normalisation for [B, d] advantages: each dimension's minibatch mean removed (a constant
+    baseline per dimension), one standard deviation over all entries, so the dimensions keep their relative weight."""
+    return (advantages - advantages.mean(0)) / (advantages.std() + 1e-8)
+
+
+def per_dimension_clip_loss(new_log_probs: torch.Tensor, old_log_probs: torch.Tensor, advantages: torch.Tensor,
+                            clip: float) -> torch.Tensor:
+    """mean_b Σ_i max(−Â_i r_i, −Â_i clip(r_i, 1 ± ε)) with r_i = π_i(a_i|s) / π_old,i(a_i|s); all [B, d]."""
+    from stack.algos.on_policy import ppo_clip_objective
+
+    ratio = (new_log_probs - old_log_probs).exp()
+    return ppo_clip_objective(ratio, advantages, clip).sum(-1).mean()
+
+
+def baseline_loss(baseline: MaskedActionBaseline, obs: torch.Tensor, actions: torch.Tensor,
+                  returns: torch.Tensor) -> torch.Tensor:
+    """½ mean_{b,i} (b_i(s, a_−i) − R)²: every b_i regressed onto the critic's target, as the critic is."""
+    return 0.5 * (baseline(obs, actions) - returns[:, None]).pow(2).mean()
+
+
 __all__ = ["FitBudget", "GradientStats", "MaskedActionBaseline", "action_baseline_gradient", "agreement",
-           "fit_baseline", "per_dim_log_probs", "state_baseline_gradient"]
+           "baseline_loss", "fit_baseline", "normalize_per_dimension", "per_dim_log_probs", "per_dimension_advantages",
+           "per_dimension_clip_loss", "state_baseline_gradient"]

@@ -24,6 +24,13 @@ critic may have its own rate (``critic_lr``).
 Agency transfer (``stack.algos.agency_on_policy``): a rollout whose extras hold ``authority`` (1 learner, 0 baseline)
 has its baseline steps masked out of the actor's terms — surrogate, entropy, KL and clip fraction are means over the
 learner's steps, advantages normalised over them — while the value loss (and GAE) uses every step.
+
+Action-dependent factorized baselines (``ppo.action_baseline``, Wu et al. 2018; the pieces in
+``stack.algos.action_baseline``): a masked-input baseline b(s, a_−i, i), in the critic's optimiser group and fitted
+like it (½(b_i − R)² · c_v, unclipped), gives per-dimension advantages Â_i = R − b_i(s, a_−i) (computed once per
+update, before the epochs, as GAE's are); the surrogate sums a clipped term per Gaussian factor,
+Σ_i max(−Â_i r_i, −Â_i clip(r_i, 1 ± ε)) with r_i = π_i(a_i|s) / π_old,i(a_i|s). The KL and clip fraction reported
+stay those of the joint ratio. Not combined with agency transfer's authority masks.
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ import math
 import torch
 from torch import nn
 
+from stack.algos.action_baseline import (MaskedActionBaseline, baseline_loss, normalize_per_dimension,
+                                         per_dim_log_probs, per_dimension_advantages, per_dimension_clip_loss)
 from stack.algos.on_policy import (OnPolicyAlgorithm, explained_variance, masked_mean, normalize_advantages,
                                    ppo_clip_loss, ppo_clip_objective, value_loss)
 from stack.config import PPOConfig
@@ -65,12 +74,17 @@ class PPO(OnPolicyAlgorithm):
         self.device = torch.device(device)
         self.policy = policy.to(self.device)
         self.critic = critic.to(self.device)
-        self.parameters = [*self.policy.parameters(), *self.critic.parameters()]
+        # Wu et al.'s b(s, a_−i, i) (ppo.action_baseline): the critic's widths and init, fitted beside it.
+        self.action_baseline = orthogonal_init(MaskedActionBaseline(policy.obs_dim, policy.act_dim, cfg.hidden)).to(
+            self.device) if cfg.action_baseline else None
+        critics = [*self.critic.parameters(), *(self.action_baseline.parameters() if self.action_baseline else ())]
+        self.critic_parameters = critics
+        self.parameters = [*self.policy.parameters(), *critics]
         # One Adam over both networks with eps 1e-5, as CleanRL; the critic a group of its own (its rate may differ).
         # fused: one kernel per step instead of a few per parameter (the update is hundreds of tiny steps).
         critic_lr = cfg.lr if cfg.critic_lr is None else cfg.critic_lr
         self.optimizer = torch.optim.Adam([{"params": list(self.policy.parameters())},
-                                           {"params": list(self.critic.parameters()), "lr": critic_lr}],
+                                           {"params": critics, "lr": critic_lr}],
                                           lr=cfg.lr, eps=1e-5, fused=True)
         self.updates = 0
         """Updates done (critic-only ones included): the first ``n_critic_warmup_itr`` leave the actor as it is."""
@@ -121,14 +135,17 @@ class PPO(OnPolicyAlgorithm):
         the rollout. Only the critic gets gradients, so Adam leaves the actor (and its moments) untouched."""
         cfg = self.cfg
         b = storage.flat()
-        fields = {k: b[k] for k in ("obs", "values", "returns")}
+        ab = self.action_baseline
+        fields = {k: b[k] for k in ("obs", "values", "returns", *(("actions",) if ab is not None else ()))}
         losses: list[torch.Tensor] = []
         for _epoch in range(cfg.critic_warmup_epochs or cfg.update_epochs):
             for mb in self.epoch_minibatches(fields, cfg.num_minibatches):
                 v_loss = value_loss(self.critic(mb["obs"]), mb["values"], mb["returns"], None)
+                if ab is not None:  # the action-dependent baseline warms up with the critic
+                    v_loss = v_loss + baseline_loss(ab, mb["obs"], mb["actions"][:, 0], mb["returns"])
                 self.optimizer.zero_grad(set_to_none=True)
                 (cfg.vf_coef * v_loss).backward()
-                nn.utils.clip_grad_norm_(list(self.critic.parameters()), cfg.max_grad_norm, foreach=True)
+                nn.utils.clip_grad_norm_(self.critic_parameters, cfg.max_grad_norm, foreach=True)
                 self.optimizer.step()
                 losses.append(v_loss.detach())
         with torch.no_grad():
@@ -147,9 +164,22 @@ class PPO(OnPolicyAlgorithm):
         n = 0
         epochs = 0
         approx_kl = torch.zeros(())
+        ab = self.action_baseline
+        per_dim: dict[str, torch.Tensor] = {}
+        if ab is not None:
+            if "authority" in b:
+                raise NotImplementedError("ppo.action_baseline: not combined with agency transfer's authority masks "
+                                          "(set ppo.action_baseline: false)")
+            # π_old's per-dimension log-probabilities (the policy has not moved yet) and Â_i from b before the update
+            with torch.no_grad():
+                per_dim = {"log_probs_dims": per_dim_log_probs(self.policy, b["obs"], b["actions"][:, 0]),
+                           "advantages_dims": per_dimension_advantages(ab, b["obs"], b["actions"][:, 0],
+                                                                       b["returns"])}
+        b_losses: list[torch.Tensor] = []
         for _epoch in range(cfg.update_epochs):
             epochs += 1
             fields = {k: b[k] for k in ("obs", "actions", "log_probs", "advantages", "values", "returns")}
+            fields.update(per_dim)
             if "authority" in b:
                 fields["authority"] = b["authority"]
             for mb in self.epoch_minibatches(fields, cfg.num_minibatches):
@@ -158,7 +188,8 @@ class PPO(OnPolicyAlgorithm):
                 # policy; the baseline's are masked out of every actor term (the critic trains on all steps).
                 learner = mb["authority"] > 0.5 if "authority" in mb else None
                 dist = self.policy.distribution(obs)
-                new_log_probs = dist.log_prob(actions).sum(-1)
+                new_log_probs_dims = dist.log_prob(actions)
+                new_log_probs = new_log_probs_dims.sum(-1)
                 entropy = masked_mean(dist.entropy().sum(-1), learner)
                 new_values = self.critic(obs)
                 log_ratio = new_log_probs - mb["log_probs"]
@@ -173,12 +204,22 @@ class PPO(OnPolicyAlgorithm):
                 adv = mb["advantages"]
                 if cfg.norm_adv:
                     adv = normalize_advantages(adv, learner)
-                if learner is None:
+                if ab is not None:
+                    adv_dims = mb["advantages_dims"]
+                    if cfg.norm_adv:
+                        adv_dims = normalize_per_dimension(adv_dims)
+                    pg_loss = per_dimension_clip_loss(new_log_probs_dims, mb["log_probs_dims"], adv_dims,
+                                                      cfg.clip_coef)
+                elif learner is None:
                     pg_loss = ppo_clip_loss(ratio, adv, cfg.clip_coef)
                 else:
                     pg_loss = masked_mean(ppo_clip_objective(ratio, adv, cfg.clip_coef), learner)
                 v_loss = value_loss(new_values, mb["values"], mb["returns"], vclip)
                 loss = pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * v_loss
+                if ab is not None:
+                    b_loss = baseline_loss(ab, obs, actions, mb["returns"])
+                    loss = loss + cfg.vf_coef * b_loss
+                    b_losses.append(b_loss.detach())
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 nn.utils.clip_grad_norm_(self.parameters, cfg.max_grad_norm, foreach=True)
@@ -196,6 +237,8 @@ class PPO(OnPolicyAlgorithm):
         # max |r − 1| over the first minibatch of the first epoch: 0 unless acting and updating disagree.
         out["first_ratio_dev"] = first_ratio_dev
         out["std"] = self._std()
+        if b_losses:
+            out["baseline_loss"] = float(torch.stack(b_losses).mean())
         return out
 
     def _std(self) -> float:
@@ -204,11 +247,19 @@ class PPO(OnPolicyAlgorithm):
     # ---- checkpoints --------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """Optimiser, generators and the update count (the networks are saved by the runner: policy_modules)."""
-        return {**super().state_dict(), "updates": self.updates}
+        out = {**super().state_dict(), "updates": self.updates}
+        if self.action_baseline is not None:  # not a policy module: it lives with the optimiser it trains in
+            out["action_baseline"] = self.action_baseline.state_dict()
+        return out
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.updates = int(state.get("updates", 0))
+        if self.action_baseline is not None:
+            if "action_baseline" not in state:
+                raise KeyError("trainer state: field 'action_baseline' missing (the run was saved with "
+                               "ppo.action_baseline off)")
+            self.action_baseline.load_state_dict(state["action_baseline"])
 
 
 # ---- construction (the runner's entry point) -------------------------------------------------------------------------
