@@ -29,9 +29,7 @@ COMMANDS: dict[str, str] = {
 }
 
 # Commands whose stage of the loop is not built yet: they say so instead of pretending.
-NOT_YET: dict[str, str] = {
-    "sysid": "real-to-sim system identification (the logs/real-to-sim issue)",
-}
+NOT_YET: dict[str, str] = {}
 
 BENCHES: dict[str, str] = {
     "sim": "env-steps/s of the worker pool vs gymnasium's vector envs and the physics limit",
@@ -266,6 +264,12 @@ def cmd_replay(argv: list[str]) -> int:
     return replay_main(argv)
 
 
+def cmd_sysid(argv: list[str]) -> int:
+    from stack.sysid_cmd import main as sysid_main
+
+    return sysid_main(argv)
+
+
 HANDLERS: dict[str, Callable[[list[str]], int]] = {
     "demo": cmd_demo,
     "train": cmd_train,
@@ -276,6 +280,7 @@ HANDLERS: dict[str, Callable[[list[str]], int]] = {
     "record": cmd_record,
     "replay": cmd_replay,
     "logs": cmd_logs,
+    "sysid": cmd_sysid,
     "bench": cmd_bench,
     "tasks": cmd_tasks,
 }
