@@ -21,10 +21,13 @@ def segments_from_log(log, joint_names: tuple[str, ...]) -> list:
     from sim.sysid import Segment
 
     names = list(log.obs_names)
-    missing = [j for j in joint_names if j not in names]
+    # The policy node names observation entries by segment (``joint_pos[i]``: the spec's i-th joint); a bag of
+    # another recorder may name the joints themselves.
+    wanted = joint_names if set(joint_names) <= set(names) else [f"joint_pos[{i}]" for i in range(len(joint_names))]
+    missing = [j for j in wanted if j not in names]
     if missing:
-        raise ValueError(f"bag observations have no joint(s) {missing} (observation names: {names})")
-    cols = [names.index(j) for j in joint_names]
+        raise ValueError(f"bag observations have no joint position(s) {missing} (observation names: {names})")
+    cols = [names.index(j) for j in wanted]
     act_cols = [log.action_names.index(j) for j in joint_names] if set(joint_names) <= set(log.action_names) \
         else list(range(len(joint_names)))
     out = []
