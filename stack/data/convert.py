@@ -4,9 +4,10 @@
 **The dataset** is a LeRobotDataset v3.0 folder (``stack.data.lerobot_v3``: ``meta/info.json``, ``meta/stats.json``,
 ``meta/tasks.parquet``, ``meta/episodes/chunk-000/file-000.parquet``, ``data/chunk-000/file-000.parquet`` …) marked
 ``info["r2s"]["format"] == "r2s-log"``. One LeRobot episode per recorded episode (one with no policy step is left
-out, and said so: LeRobot's episodes have ≥ 1 frame; so are the steps outside every episode, the arm homing between
-them). Per frame (``FRAME_FEATURES``), beside LeRobot's ``index``, ``episode_index``, ``frame_index``,
-``timestamp`` (= frame_index / fps) and ``task_index``:
+out, and said so: LeRobot's episodes have ≥ 1 frame); the steps outside every episode (the arm homing between them)
+are kept beside, in ``meta/r2s_outside_steps.parquet`` (the step columns below; LeRobot does not read it). Per
+frame (``FRAME_FEATURES``), beside LeRobot's ``index``, ``episode_index``, ``frame_index``, ``timestamp``
+(= frame_index / fps) and ``task_index``:
 
 ==========================================  =========================================================================
 ``observation.state`` [obs] float64          the observation the policy stepped on (``Episode.steps["observation"]``)
@@ -40,9 +41,10 @@ controller holds its last command): same fields, ``is_repeat`` True, ``next.rewa
 its own frame, so a sum over frames is the log's). The robot's exact clock stays in ``robot_time_ns``.
 
 **Back to a bag** (``dataset_to_log`` + ``write_bag``): the frames with ``is_repeat`` False are the steps, exactly;
-each is written as the node graph publishes it (proposal, observation with its three clocks, the safety node's
-decision, reward and success just after), each episode between its start and end events (no end event where
-``outcome`` is null), after a policy info naming its robot and policy version; ``read_log`` of that bag gives back
+each (and each step outside the episodes) is written as the node graph publishes it (proposal, observation with
+its three clocks, the safety node's decision, reward and success just after), each episode between its start and
+end events (no end event where ``outcome`` is null), after a policy info naming its robot and policy version (and
+the dataset's fps as ``control_rate_hz``); ``read_log`` of that bag gives back
 every field of every step and episode (``tests/stack/test_logs_convert.py``). A dataset that is not of this format,
 or is malformed, raises ``DatasetError`` naming the file, the field, the episode, the frame and what was expected.
 """
@@ -67,6 +69,9 @@ from stack.data.logs import STEP_FIELDS, UNKNOWN_AUTHORITY, BagLog, Episode
 LOG_FORMAT, LOG_FORMAT_VERSION = "r2s-log", 1
 STATUS = "complementary_info.safety_status"
 STEP_INDEX, IS_REPEAT = "complementary_info.step_index", "complementary_info.is_repeat"
+OUTSIDE_PATH = "meta/r2s_outside_steps.parquet"
+"""The steps outside every episode (the arm homing between episodes), one row each with the step columns; only
+when there are some. LeRobot does not read it; ``dataset_to_log`` puts them back into ``BagLog.outside``."""
 
 _STEP_COLUMNS: dict[str, tuple[str, str, str]] = {
     "observation.state": ("observation", "float64", "obs"),
@@ -269,6 +274,10 @@ def log_to_dataset(log: BagLog, out: str | os.PathLike, fps: float | None = None
                 "left_out_episodes": [log.episodes[i].index for i in left_out], "warnings": list(log.warnings)},
     }
     out.mkdir(parents=True, exist_ok=True)
+    if len(log.outside["time_ns"]):
+        step_features = {name: features[name] for name in _STEP_COLUMNS}
+        outside = {name: log.outside[field] for name, (field, _, _) in _STEP_COLUMNS.items()}
+        v3.atomic_write(out / OUTSIDE_PATH, v3.parquet_writer([_table(outside, step_features)]))
     for (chunk, file), ts in files.items():
         v3.atomic_write(out / v3.DATA_PATH.format(chunk_index=chunk, file_index=file), v3.parquet_writer(ts))
     v3.atomic_write(out / v3.EPISODES_PATH.format(chunk_index=0, file_index=0), v3.parquet_writer([_rows(rows)]))
@@ -399,9 +408,36 @@ def _episode_steps(cols: dict[str, np.ndarray], s: int, e: int, row: dict, fps: 
     return steps
 
 
+def _outside_steps(root: Path, info: dict, features: dict, dims: dict[str, int]) -> dict[str, np.ndarray]:
+    """``OUTSIDE_PATH``'s steps (as many as ``info.json``'s r2s.steps_outside_episodes says), as step arrays."""
+    n = info["r2s"].get("steps_outside_episodes")
+    if not (isinstance(n, int) and n >= 0):
+        raise DatasetError(f"{root / v3.INFO_PATH}: r2s.steps_outside_episodes is {n!r}; expected an integer ≥ 0")
+    path = root / OUTSIDE_PATH
+    if n:
+        table = v3.read_parquet(path, f"the {n} steps outside the episodes")
+    else:
+        table = _table({name: np.zeros((0, max(dims.get(kind, 1), 1))) if kind in dims else np.zeros(0)
+                        for name, (_, _, kind) in _STEP_COLUMNS.items()},
+                       {name: features[name] for name in _STEP_COLUMNS})
+    if table.num_rows != n:
+        raise DatasetError(f"{path}: {table.num_rows} rows; info.json's r2s.steps_outside_episodes is {n}")
+    out = {}
+    for name, (field, _, kind) in _STEP_COLUMNS.items():
+        if features[name]["dtype"] == "string":
+            if name not in table.column_names or not pa.types.is_string(table.column(name).type):
+                raise DatasetError(f"{path}: column {name!r} is missing or not strings; expected strings")
+            out[field] = np.array(table.column(name).to_pylist(), dtype=object)
+            continue
+        x = v3.column_to_numpy(table, name, features[name], str(path))
+        out[field] = x.reshape(n, max(dims[kind], 1))[:, :dims[kind]] if kind in dims else x
+    out["intervention_mask"] = out["intervention_mask"].astype(bool)
+    return out
+
+
 def dataset_to_log(root: str | os.PathLike) -> BagLog:
-    """An r2s-log dataset folder back into the ``BagLog`` it was written from (its episodes, steps exactly;
-    ``outside`` empty, ``topics`` empty), validated: a malformed one raises ``DatasetError``."""
+    """An r2s-log dataset folder back into the ``BagLog`` it was written from (its episodes and the steps outside
+    them exactly; ``topics`` and ``warnings`` empty), validated: a malformed one raises ``DatasetError``."""
     root = Path(root)
     where = str(root / v3.INFO_PATH)
     info = v3.read_json(root / v3.INFO_PATH, " (not a LeRobot v3.0 dataset)")
@@ -417,7 +453,7 @@ def dataset_to_log(root: str | os.PathLike) -> BagLog:
     dims = {"obs": len(obs_names), "act": len(action_names)}
     for name, (_, _, kind) in _STEP_COLUMNS.items():
         if kind in dims:
-            cols[name] = cols[name].reshape(len(cols[name]), -1)[:, :dims[kind]]
+            cols[name] = cols[name].reshape(len(cols[name]), max(dims[kind], 1))[:, :dims[kind]]
     cols[MASK] = cols[MASK].astype(bool)
     episodes, start = [], 0
     fps = float(info["fps"])
@@ -437,8 +473,8 @@ def dataset_to_log(root: str | os.PathLike) -> BagLog:
                                 policy_version=row["policy_version"], values=row["event_values"], steps=steps,
                                 unstepped_reward=float(row["unstepped_reward"])))
         start += n
-    empty = {field: cols[name][:0] for name, (field, _, _) in _STEP_COLUMNS.items()}
-    return BagLog(root, episodes, empty, {}, {str(k): str(v) for k, v in info["r2s"]["custom_data"].items()},
+    outside = _outside_steps(root, info, features, dims)
+    return BagLog(root, episodes, outside, {}, {str(k): str(v) for k, v in info["r2s"]["custom_data"].items()},
                   list(obs_names), list(action_names))
 
 
@@ -478,23 +514,28 @@ def _event_values(ep: Episode, k: int, single: bool) -> dict[str, str] | None:
     return values
 
 
-def _check_times(episodes: list[Episode]) -> None:
-    last = None
+def _check_times(episodes: list[Episode], outside: dict[str, np.ndarray]) -> None:
+    """Room for the messages the bag puts between observations: every step's source time (``time_ns``,
+    ``complementary_info.time_ns``) ``_GAP_IN_EPISODE`` ns after the one before, ``_GAP_BETWEEN`` at an episode's
+    first and last step."""
+    times = [outside["time_ns"]] + [ep.steps["time_ns"] for ep in episodes]
+    owner = np.concatenate([np.full(len(t), i - 1) for i, t in enumerate(times)])
+    times = np.concatenate(times).astype(np.int64)
+    order = np.argsort(times, kind="stable")
+    times, owner = times[order], owner[order]
+    boundary = np.append(True, (owner[1:] != owner[:-1]) & ((owner[1:] >= 0) | (owner[:-1] >= 0)))
+    need = np.where(boundary, _GAP_BETWEEN, _GAP_IN_EPISODE)
+    gaps = np.diff(times, prepend=0)
+    bad = np.flatnonzero(gaps < need)
+    if len(bad):
+        i = int(bad[0])
+        what = f"episode {owner[i]}" if owner[i] >= 0 else "a step outside the episodes"
+        raise ValueError(f"{what}: a step's time_ns ({'complementary_info.time_ns'}) is {int(times[i])}, "
+                         f"{int(gaps[i])} ns after the step before; expected ≥ {int(need[i])} ns (the messages of a "
+                         "step, and an episode's events, go between)")
     for k, ep in enumerate(episodes):
-        t = ep.steps["time_ns"]
-        gaps = np.diff(t)
-        bad = np.flatnonzero(gaps < _GAP_IN_EPISODE)
-        if len(bad):
-            raise ValueError(f"episode {k}, step {int(bad[0]) + 1}: time_ns ({'complementary_info.time_ns'}) is "
-                             f"{int(gaps[bad[0]])} ns after the step before; expected ≥ {_GAP_IN_EPISODE} ns and "
-                             "increasing (the messages of a step go between)")
-        if last is not None and ep.length and int(t[0]) - last < _GAP_BETWEEN:
-            raise ValueError(f"episode {k}: its first step's time_ns is {int(t[0]) - last} ns after the previous "
-                             f"episode's last; expected ≥ {_GAP_BETWEEN} ns (its events go between)")
-        if ep.length:
-            last = int(t[-1])
-            if int(t[0]) < _GAP_BETWEEN:
-                raise ValueError(f"episode {k}: time_ns {int(t[0])}; expected ≥ {_GAP_BETWEEN} ns")
+        if ep.length > 1 and np.any(np.diff(ep.steps["time_ns"]) <= 0):
+            raise ValueError(f"episode {k}: time_ns is not increasing; expected the steps in publication order")
 
 
 class _Publisher:
@@ -549,17 +590,23 @@ def write_bag(log: BagLog, out: str | os.PathLike, compression: str = "zstd",
 
     episodes = list(log.episodes)
     values = [_event_values(ep, k, len(episodes) == 1) for k, ep in enumerate(episodes)]
-    _check_times(episodes)
+    outside = log.outside
+    _check_times(episodes, outside)
     bag = BagWriter(out, compression=compression, flush_period_s=0, custom_data=dict(log.custom_data))
     p = _Publisher(bag)
     T = p.T
     decided = False  # a decision is in force from the first one on (read_log gives every later step one)
+    between = iter(np.argsort(outside["time_ns"], kind="stable").tolist())
+    pending = next(between, None)
     try:
         for ep, vals in zip(episodes, values):
             if not ep.length:
                 continue
             steps = ep.steps
             t0, stamps = int(steps["time_ns"][0]), steps["stamp_ns"]
+            while pending is not None and outside["time_ns"][pending] < t0:  # before this episode: the arm homing
+                decided = _send_step(p, log, outside, pending, decided)
+                pending = next(between, None)
             policy = {"robot": ep.robot, "policy_version": ep.policy_version}
             if control_rate_hz:
                 policy["control_rate_hz"] = f"{control_rate_hz:g}"
@@ -573,6 +620,9 @@ def write_bag(log: BagLog, out: str | os.PathLike, compression: str = "zstd",
             if vals is not None and ep.outcome is not None:
                 p.send(T.EPISODE, p.diagnostic(int(stamps.max()) + 1, "episode", "end", vals),
                        int(steps["time_ns"][-1]) + 3)
+        while pending is not None:
+            decided = _send_step(p, log, outside, pending, decided)
+            pending = next(between, None)
     finally:
         bag.close()
     return Path(out)

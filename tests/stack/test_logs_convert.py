@@ -26,7 +26,7 @@ from stack.data.convert import (  # noqa: E402
     grid_slots,
     log_to_dataset,
 )
-from stack.data.logs import read_log, summary  # noqa: E402
+from stack.data.logs import STEP_FIELDS, read_log, summary  # noqa: E402
 from tests.stack.test_logs import PERIOD, PRE_STEP, VERSION, _obs, _proposal, build  # noqa: E402
 
 EPISODE_FIELDS = ("index", "outcome", "success_step", "robot", "task", "policy_version", "values",
@@ -59,15 +59,21 @@ def _read(path):
 
 
 def assert_same_episodes(got, want):
+    """Every field of every step and of every episode, and the steps outside the episodes."""
     assert len(got.episodes) == len(want.episodes)
     assert (got.obs_names, got.action_names) == (want.obs_names, want.action_names)
     for i, (a, b) in enumerate(zip(got.episodes, want.episodes)):
         for name in EPISODE_FIELDS:
             assert getattr(a, name) == getattr(b, name), (i, name, getattr(a, name), getattr(b, name))
-        assert set(a.steps) == set(b.steps)
-        for name in b.steps:
-            assert a.steps[name].dtype == b.steps[name].dtype, (i, name)
-            np.testing.assert_array_equal(a.steps[name], b.steps[name], err_msg=f"episode {i}: {name}")
+        _same_steps(a.steps, b.steps, f"episode {i}")
+    _same_steps(got.outside, want.outside, "outside")
+
+
+def _same_steps(a, b, what):
+    assert set(a) == set(b) == set(STEP_FIELDS)
+    for name in b:
+        assert a[name].dtype == b[name].dtype, (what, name)
+        np.testing.assert_array_equal(a[name], b[name], err_msg=f"{what}: {name}")
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +86,7 @@ def original(tmp_path_factory):
 
 
 def test_the_original_bag_is_what_the_round_trip_must_keep(original):
+    assert len(original.outside["time_ns"]) == 2  # the terminal observations between the episodes
     first, second, third = original.episodes
     assert [e.length for e in original.episodes] == [5, 6, 6]
     assert (first.outcome, second.outcome, third.outcome) == ("success", "timeout", None)
@@ -103,8 +110,9 @@ def test_bag_to_dataset_to_bag_keeps_every_field_of_every_step(tmp_path, origina
                       "are kept, without an outcome"]
     assert_same_episodes(back, original)
     assert back.custom_data == original.custom_data
-    for key in ("episodes", "steps", "interventions", "intervened_episodes", "human_share", "human_dim_share",
-                "outcomes", "policy_versions", "robots", "tasks", "per_episode"):
+    for key in ("episodes", "steps", "steps_outside_episodes", "interventions", "intervened_episodes",
+                "human_share", "human_dim_share", "hold_share", "outcomes", "policy_versions", "robots", "tasks",
+                "per_episode"):
         assert summary(back)[key] == summary(original)[key], key
 
 
@@ -145,6 +153,35 @@ def test_the_dataset_is_lerobot_v3_on_the_fps_grid(tmp_path, original):
     assert not ds.is_r2s and len(ds) == 18 and ds.num_episodes == 3
     np.testing.assert_array_equal(ds.episode(2, ["observation.state"])["observation.state"][[0, 1, 2, 4, 5, 6]],
                                   original.episodes[2].steps["observation"])
+
+
+def test_an_episode_without_an_outcome_between_two_others_round_trips(tmp_path):
+    # Its end event was lost: it ends where the next starts, and the reward the sim gave before the next episode's
+    # first step is the next episode's unstepped reward, not also this one's.
+    from tests.stack.test_logs import Graph
+
+    g = Graph(tmp_path / "bag")
+    g.policy_info()
+    stamp = 1_000 * PERIOD
+    for e, n in enumerate((3, 4, 2)):
+        g.episode("start", stamp, episode=e, seed=e)
+        if e == 1:
+            g.reward(PRE_STEP)
+        rows = [g.step(stamp + (k + 1) * PERIOD, _obs(e, k), _proposal(e, k), reward=k + 0.5,
+                       human=[np.full(6, 5.0 + k)] if (e, k) == (1, 2) else None) for k in range(n)]
+        stamp += (n + 1) * PERIOD
+        if e != 1:
+            g.episode("end", stamp, episode=e, outcome="failure", length=n, success_step="",
+                      **{"return": sum(r["reward"] for r in rows)})
+        stamp += 2 * PERIOD
+    g.close()
+    log, warned = _read(tmp_path / "bag")
+    assert any("episode 1 has no end event" in w for w in warned), warned
+    assert [e.outcome for e in log.episodes] == ["failure", None, "failure"]
+    assert [e.unstepped_reward for e in log.episodes] == [0.0, PRE_STEP, 0.0]
+    log_to_dataset(log, tmp_path / "ds")
+    dataset_to_bag(tmp_path / "ds", tmp_path / "back")
+    assert_same_episodes(_read(tmp_path / "back")[0], log)
 
 
 def test_grid_slots_take_the_nearest_slot_and_never_merge_steps():
