@@ -165,8 +165,8 @@ def test_an_episode_without_an_outcome_between_two_others_round_trips(tmp_path):
     stamp = 1_000 * PERIOD
     for e, n in enumerate((3, 4, 2)):
         g.episode("start", stamp, episode=e, seed=e)
-        if e == 1:
-            g.reward(PRE_STEP)
+        if e:
+            g.reward(PRE_STEP * e)
         rows = [g.step(stamp + (k + 1) * PERIOD, _obs(e, k), _proposal(e, k), reward=k + 0.5,
                        human=[np.full(6, 5.0 + k)] if (e, k) == (1, 2) else None) for k in range(n)]
         stamp += (n + 1) * PERIOD
@@ -178,7 +178,7 @@ def test_an_episode_without_an_outcome_between_two_others_round_trips(tmp_path):
     log, warned = _read(tmp_path / "bag")
     assert any("episode 1 has no end event" in w for w in warned), warned
     assert [e.outcome for e in log.episodes] == ["failure", None, "failure"]
-    assert [e.unstepped_reward for e in log.episodes] == [0.0, PRE_STEP, 0.0]
+    assert [e.unstepped_reward for e in log.episodes] == [0.0, PRE_STEP, 2 * PRE_STEP]
     log_to_dataset(log, tmp_path / "ds")
     dataset_to_bag(tmp_path / "ds", tmp_path / "back")
     assert_same_episodes(_read(tmp_path / "back")[0], log)
