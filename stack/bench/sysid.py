@@ -80,7 +80,8 @@ def _one(seed: int, quick: bool) -> dict:
         "noise_std": NOISE_STD,
         "identified": identified,
         "param_rel_err": errs,
-        "ci95_rel": {f"{j}.{k}": float(res.ci95[k][i] / res.fitted[k][i]) if res.fitted[k][i] > 0 else None
+        "ci95_rel": {f"{j}.{k}": float(res.ci95[k][i] / res.fitted[k][i])  # None: infinite (not identifiable)
+                     if res.fitted[k][i] > 0 and np.isfinite(res.ci95[k][i]) else None
                      for k in true for i, j in enumerate(res.joints)},
         "delay_true": delay, "delay_estimated": res.delay_substeps, "delay_xcorr": res.delay_xcorr,
         "delay_continuous": res.delay_continuous, "delay_ci95": res.delay_ci95,
