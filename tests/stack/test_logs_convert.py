@@ -277,6 +277,11 @@ def test_cli_converts_both_ways_and_logs_info_agrees(tmp_path, capsys):
         infos.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
     for key in ("episodes", "steps", "interventions", "human_share"):
         assert infos[0][key] == infos[1][key], key
+    from rosbags.rosbag2 import Reader  # another rosbag2 reader: metadata.yaml and the MCAP files agree
+
+    with Reader(tmp_path / "back") as reader:
+        counts = {c.topic: c.msgcount for c in reader.connections}
+        assert reader.message_count == sum(counts.values()) and counts["/r2s/policy/observation"] == 19
     assert (infos[1]["episodes"], infos[1]["steps"], infos[1]["interventions"]) == (3, 17, 2)
     assert infos[1]["human_share"] == pytest.approx(4 / 17)
     # refusals: exit 2 and the reason, never a traceback
