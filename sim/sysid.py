@@ -9,8 +9,10 @@ command delay (in physics substeps) with MuJoCo's own ``mujoco.sysid`` (its ``Pa
 The delay: ``mujoco.sysid``'s ``SignalTransform.delay`` shifts sensor signals only, so this module's own rollout
 shifts the *commands*: a first estimate comes from cross-correlating the measured response with the nominal model's
 undelayed response (``estimate_delay``), the fit then treats the delay as one continuous parameter (a command
-switch that falls inside a substep blends old and new target over it, so the residual is continuous in the delay),
-and the rounded delay is held fixed in a last fit that gives the physical parameters' confidence intervals.
+switch that falls inside a substep blends old and new target over it, so the residual is continuous in the delay);
+since the other parameters can absorb a wrong delay, a profile over the integer delays near both estimates (delay
+held, short refit each) picks the delay, and the best refit, run to convergence, gives the physical parameters'
+confidence intervals.
 
 Parameters are fitted as scale factors of a reference (the starting model's value; friction loss, which a model
 often leaves at 0, against ``FRICTION_REF``), so the confidence intervals read as relative. A parameter whose 95 %
@@ -352,15 +354,27 @@ def fit(robot: str, segments: list[Segment], start_overlay: dict | None = None, 
     delay0 = estimate_delay(arm, segments, max_delay)
     fn = _residual_fn(arm, segments, refs, nthread)
     # 1. Everything, the delay continuous, from the cross-correlation estimate.
-    p1, r1 = _optimize(sysid, _params(sysid, arm, start, refs, excited, delay0, max_delay, True), fn, max_iters)
+    # (Started half a substep off the bounds: from exactly 0 the finite differences stall the delay there.)
+    delay_start = float(np.clip(delay0, 0.5, max_delay - 0.5))
+    p1, r1 = _optimize(sysid, _params(sysid, arm, start, refs, excited, delay_start, max_delay, True), fn,
+                       max_iters)
     _, delay_cont = _unpack(p1, arm, refs)
     delay_ci = _intervals(sysid, p1, r1, fn)["command_delay"]
-    delay = int(np.clip(round(delay_cont), 0, max_delay))
-    # 2. The delay held at its rounded value: the physical parameters and their confidence intervals there.
-    p2 = p1.copy()
-    p2["command_delay"].value[:] = delay
-    p2["command_delay"].frozen = True
-    p2, r2 = _optimize(sysid, p2, fn, max(2, max_iters // 3))
+    # 2. The parameters can absorb a wrong delay (a local minimum of the continuous fit): a profile over the integer
+    # delays near both estimates, each with the delay held and a short refit, picks the delay; the best refit goes on
+    # to convergence and gives the physical parameters' confidence intervals there.
+    candidates = sorted({c for est in (delay_cont, delay0) for c in range(int(round(est)) - 2, int(round(est)) + 3)
+                         if 0 <= c <= max_delay})
+    profile = {}
+    for c in candidates:
+        pc = p1.copy()
+        pc["command_delay"].value[:] = c
+        pc["command_delay"].frozen = True
+        pc, rc = _optimize(sysid, pc, fn, 3)
+        res, _, _ = fn(pc.as_vector(), pc.copy())
+        profile[c] = (float(np.sum(np.concatenate(res) ** 2)), pc)
+    delay = min(profile, key=lambda c: profile[c][0])
+    p2, r2 = _optimize(sysid, profile[delay][1], fn, max_iters)
     ci = _intervals(sysid, p2, r2, fn)
     values, _ = _unpack(p2, arm, refs)
     ci95, identified = {}, {}
