@@ -334,7 +334,7 @@ def _intervals(sysid, params, result, fn) -> dict[str, float]:
 
 
 def fit(robot: str, segments: list[Segment], start_overlay: dict | None = None, max_delay: int | None = None,
-        ci_rel_max: float = CI_REL_MAX, max_iters: int = 10, nthread: int = 2) -> SysidResult:
+        ci_rel_max: float = CI_REL_MAX, max_iters: int = 10, profile_iters: int = 3, nthread: int = 2) -> SysidResult:
     """Fit per-joint damping, friction loss, armature, kp and one command delay of ``robot`` to ``segments``,
     starting from the robot's model (with ``start_overlay`` laid over it, if given)."""
     sysid = require_sysid()
@@ -370,7 +370,7 @@ def fit(robot: str, segments: list[Segment], start_overlay: dict | None = None, 
         pc = p1.copy()
         pc["command_delay"].value[:] = c
         pc["command_delay"].frozen = True
-        pc, rc = _optimize(sysid, pc, fn, 3)
+        pc, _ = _optimize(sysid, pc, fn, profile_iters)
         res, _, _ = fn(pc.as_vector(), pc.copy())
         profile[c] = (float(np.sum(np.concatenate(res) ** 2)), pc)
     delay = min(profile, key=lambda c: profile[c][0])

@@ -38,7 +38,7 @@ def fitted():
     nominal = S.Arm("so101").values()
     true = {k: v * rng.uniform(0.75, 1.25, 6) for k, v in nominal.items() if k != "frictionloss"}
     real = S.simulate("so101", [seg], true, delay=2, noise_std=0.002, seed=4)
-    return true, real, S.fit("so101", real, max_iters=8)
+    return true, real, S.fit("so101", real, max_iters=6, profile_iters=2)
 
 
 def test_fit_recovers_gains_damping_and_the_exact_delay(fitted):
