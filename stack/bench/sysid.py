@@ -92,9 +92,9 @@ def _one(seed: int, quick: bool) -> dict:
 
 
 def run(quick: bool = False, seeds: list[int] | None = None) -> dict:
-    from stack.bench import over_seeds
+    from stack.bench import FULL_SEEDS, over_seeds
 
-    return over_seeds(_one, seeds or [0], quick=quick)
+    return over_seeds(_one, seeds or ([1] if quick else list(FULL_SEEDS)), quick=quick)
 
 
 if __name__ == "__main__":
