@@ -118,7 +118,9 @@ def logs_to_dataset(logs, out_dir: Path, task: str, task_kwargs: dict, version: 
     to_action = (lambda q, a: np.clip((a - q) / env.delta_scale, -1.0, 1.0)) if delta else (lambda q, a: a)
     writer = EpisodeWriter.for_task(out_dir, task, env, extra_info={"task_kwargs": dict(task_kwargs),
                                                                     "source": "replayed_logs"})
-    stats = Counter()
+    stats = Counter(dict.fromkeys(("episodes", "current_episodes", "steps", "human_steps", "interventions",
+                                   "intervened_episodes", "successes", "without_outcome", "empty_episodes",
+                                   "dropped_steps"), 0))
     versions: Counter = Counter()
     for log in logs:
         for ep in log.episodes:
@@ -149,7 +151,9 @@ def logs_to_dataset(logs, out_dir: Path, task: str, task_kwargs: dict, version: 
             writer.end_episode(outcome=ep.outcome, policy_version=str(0 if current else stale_version),
                                policy_hash=ep.policy_version or "", bag=str(log.path), seed=ep.values.get("seed", ""))
             stats["episodes"] += 1
-            stats["current_episodes"] += current
+            if not current:
+                continue  # the stale cutoff drops it: counted, not used
+            stats["current_episodes"] += 1
             stats["steps"] += len(idx)
             stats["human_steps"] += int(np.count_nonzero(human))
             stats["interventions"] += int(np.count_nonzero(human[1:] & ~human[:-1]) + (1 if human[:1].any() else 0))
@@ -223,8 +227,8 @@ def replay(bags: list[str | Path], cfg: ReplayConfig = ReplayConfig()) -> dict:
         raise ReplayError(f"--out {out}: exists and is not empty")
     stale_version = -(rcfg.habc.max_policy_lag + 1)
     data_stats = logs_to_dataset(logs, out / "log_dataset", ckpt.task, ckpt.task_kwargs, version, stale_version)
-    if data_stats.get("current_episodes", 0) == 0:
-        raise ReplayError(f"refused: none of the {data_stats.get('episodes', 0)} episodes with an outcome was recorded "
+    if data_stats["current_episodes"] == 0:
+        raise ReplayError(f"refused: none of the {data_stats['episodes']} episodes with an outcome was recorded "
                           f"by policy version {version} (run {run_dir.name}); the logs' versions: "
                           f"{data_stats['versions']}")
     stale = data_stats["episodes"] - data_stats["current_episodes"]
@@ -253,7 +257,7 @@ def replay(bags: list[str | Path], cfg: ReplayConfig = ReplayConfig()) -> dict:
                           "fine_tuned_from": str(run_dir), "fine_tuned_from_version": version,
                           "replay_algo": cfg.algo})
     exported = export_run(new_run)
-    plot_weights([{"round": 0, "rollout_success": data_stats["successes"] / max(1, data_stats["episodes"]),
+    plot_weights([{"round": 0, "rollout_success": data_stats["successes"] / max(1, data_stats["current_episodes"]),
                    "weights": weights}], out / "replay_weights.png")
     report = {
         "algo": cfg.algo, "bags": [str(b) for b in bags], "init_run": str(run_dir), "init_version": version,
@@ -263,8 +267,8 @@ def replay(bags: list[str | Path], cfg: ReplayConfig = ReplayConfig()) -> dict:
         "episodes_used": data_stats["current_episodes"], "steps_used": int(len(data.obs)) - _demo_frames(data),
         "interventions_used": data_stats["interventions"], "intervened_episodes": data_stats["intervened_episodes"],
         "human_steps": data_stats["human_steps"], "log_successes": data_stats["successes"],
-        "stale_episodes_dropped": int(data.stale_episodes), "episodes_without_outcome": data_stats.get(
-            "without_outcome", 0), "dropped_steps": data_stats.get("dropped_steps", 0),
+        "stale_episodes_dropped": int(data.stale_episodes), "episodes_without_outcome": data_stats[
+            "without_outcome"], "dropped_steps": data_stats["dropped_steps"],
         "log_versions": data_stats["versions"], "demo_datasets": [str(d) for d in demos],
         "sources": rounds.source_counts(data), "bc_steps": cfg.bc_steps,
         "critic_steps": cfg.critic_steps if rounds.uses_critic else 0,
