@@ -140,6 +140,12 @@ class RewardScaler:
         rewards = np.asarray(rewards, np.float64)
         if not self.enabled:
             return rewards.astype(np.float32)
+        return np.clip(rewards / self.rollout_std(rewards, episode_end), -self.clip, self.clip).astype(np.float32)
+
+    def rollout_std(self, rewards: np.ndarray, episode_end: np.ndarray) -> float:
+        """``scale_rollout``'s divisor: update the statistics with the rollout's discounted returns, return the std
+        (the rollout collector divides the rewards on the training device by it)."""
+        rewards = np.asarray(rewards, np.float64)
         end = np.asarray(episode_end, bool)
         returns = np.empty_like(rewards)
         for t in range(rewards.shape[0]):
@@ -147,7 +153,7 @@ class RewardScaler:
             returns[t] = self.returns
             self.returns[end[t]] = 0.0
         self.rms.update(returns.reshape(-1))
-        return np.clip(rewards / np.sqrt(self.rms.var + self.epsilon), -self.clip, self.clip).astype(np.float32)
+        return float(np.sqrt(self.rms.var + self.epsilon))
 
     def reset(self) -> None:
         """Forget the running returns (all envs start new episodes); the statistics stay."""

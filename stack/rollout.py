@@ -182,8 +182,11 @@ class RolloutCollector:
         self.reward_scaler = reward_scaler
         self.action_scaler = action_scaler
         self.device = torch.device(device)
+        self.link = DeviceLink(self.device)
         self.update_obs_stats = update_obs_stats
         self._obs: np.ndarray | None = None
+        self._obs_dev: torch.Tensor | None = None
+        """``_obs`` normalised, on the device (kept from one rollout to the next: no upload at a rollout's start)."""
         self._ep_return = np.zeros(self.num_envs)
         self._ep_length = np.zeros(self.num_envs, np.int64)
 
@@ -198,6 +201,7 @@ class RolloutCollector:
         obs, _ = self.envs.reset(seed=seed)
         self._update_stats(obs)
         self._obs = obs
+        self._obs_dev = self.link.to_device(self._normalized(obs))
         self.reward_scaler.reset()
         self._ep_return[:] = 0.0
         self._ep_length[:] = 0
@@ -206,24 +210,29 @@ class RolloutCollector:
         if self.update_obs_stats:
             self.obs_normalizer.update(obs)
 
-    def _to_tensor(self, obs: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(self.obs_normalizer(obs)).to(self.device)
+    def _normalized(self, obs: np.ndarray) -> np.ndarray:
+        return np.asarray(self.obs_normalizer(obs), np.float32)
 
     @torch.no_grad()
     def collect(self, agent: Agent, storage: RolloutStorage,
-                on_step: Callable[[int], None] | None = None) -> RolloutStats:
+                on_step: Callable[[int, _Decision], None] | None = None) -> RolloutStats:
+        """Fill ``storage`` with one rollout. Per decision exactly one device→host transfer (the actions to execute)
+        and one host→device transfer: one array holding the next observations, the decision's rewards and flags
+        and, where an episode ended, its final observation (whose value bootstraps the decision); ``self.link``
+        counts them. ``on_step(t, decision)`` sees each decision's host-side outcome."""
         if self._obs is None:
             raise RuntimeError("RolloutCollector.collect: call reset() first")
         if storage.num_envs != self.num_envs:
             raise ValueError(f"storage has {storage.num_envs} envs; the vector env has {self.num_envs}")
         act_steps = int(getattr(agent, "act_steps", 1))
         stats = RolloutStats()
-        n = self.num_envs
-        obs_t = self._to_tensor(self._obs)
-        end_np = np.zeros((storage.num_steps, n), bool)
-        raw_rewards = np.zeros((storage.num_steps, n))
-        env_s = 0.0
-        for t in range(storage.num_steps):
+        n, T = self.num_envs, storage.num_steps
+        obs_dim = self._obs.shape[-1]
+        obs_t = self._obs_dev
+        raw_rewards = np.zeros((T, n))
+        ends = np.zeros((T, n), bool)
+        env_s, executed = 0.0, 0
+        for t in range(T):
             chunk, extras, values = agent.act(obs_t)
             if chunk.dim() != 3 or chunk.shape[1] < act_steps:
                 raise ValueError(f"act returned a chunk of shape {tuple(chunk.shape)}; expected (N, H ≥ {act_steps}, "
@@ -232,34 +241,45 @@ class RolloutCollector:
             storage.actions[t] = chunk
             storage.values[t] = values
             storage.put_extras(t, extras)
-            step = self._execute(self.action_scaler.to_env(chunk[:, :act_steps].cpu().numpy()), agent, stats)
-            env_s += step.env_s
-            end_np[t] = step.end
-            if self.reward_scaler.per_rollout:
-                raw_rewards[t] = step.reward  # scaled below, once the whole rollout is in
-            else:
-                storage.rewards[t] = torch.from_numpy(self.reward_scaler(step.reward, step.end))
-            storage.terminated[t] = torch.from_numpy(step.terminated)
-            storage.truncated[t] = torch.from_numpy(step.truncated)
-            storage.executed[t] = torch.from_numpy(step.executed)
-            if step.final_values is not None:
-                storage.next_values[t, torch.from_numpy(step.final_idx)] = step.final_values
-            obs_t = self._to_tensor(self._obs)
+            step = self._execute(self.action_scaler.to_env(self.link.to_host(chunk[:, :act_steps])), stats)
+            env_s, executed = env_s + step.env_s, executed + int(step.executed.sum())
+            raw_rewards[t], ends[t] = step.reward, step.end
+            reward = step.reward if self.reward_scaler.per_rollout else self.reward_scaler(step.reward, step.end)
+            # rows [:n]: next observations | reward, terminated, truncated, executed; rows [n:] (an episode ended):
+            # the next observations with the ended envs' final ones in their place (the other rows' values are
+            # masked out at the rollout's end)
+            ended = step.final_idx.size > 0
+            rows = np.zeros((2 * n if ended else n, obs_dim + len(_STEP_FIELDS)), np.float32)
+            rows[:n, :obs_dim] = self._normalized(self._obs)
+            rows[:n, obs_dim:] = np.stack([reward, step.terminated, step.truncated, step.executed], axis=1)
+            if ended:
+                rows[n:, :obs_dim] = rows[:n, :obs_dim]
+                rows[n + step.final_idx, :obs_dim] = self._normalized(step.final_obs)
+            dev = self.link.to_device(rows)
+            obs_t, fields = dev[:n, :obs_dim], dev[:n, obs_dim:]
+            storage.rewards[t] = fields[:, 0]
+            storage.terminated[t] = fields[:, 1] > 0
+            storage.truncated[t] = fields[:, 2] > 0
+            storage.executed[t] = fields[:, 3].round().long()
+            if ended:
+                storage.next_values[t] = agent.value(dev[n:, :obs_dim])
             if on_step is not None:
-                on_step(t)
-        if self.reward_scaler.per_rollout:
-            storage.rewards.copy_(torch.from_numpy(self.reward_scaler.scale_rollout(raw_rewards, end_np)))
-        end_t = torch.from_numpy(end_np).to(storage.device)
+                on_step(t, step)
+        self._obs_dev = obs_t
+        if self.reward_scaler.per_rollout and self.reward_scaler.enabled:
+            std = self.reward_scaler.rollout_std(raw_rewards, ends)  # a host float: no transfer
+            storage.rewards.copy_((storage.rewards / std).clamp(-self.reward_scaler.clip, self.reward_scaler.clip))
+        end_t = storage.terminated | storage.truncated
         storage.episode_end.copy_(end_t)
         # Where the episode went on, the state reached is the next row's observation (its value is already known);
         # the last row bootstraps from the observation the rollout stops at.
         following = torch.cat([storage.values[1:], agent.value(obs_t).unsqueeze(0)])
         storage.next_values.copy_(torch.where(end_t, storage.next_values, following))
-        stats.steps = int(storage.executed.sum())
+        stats.steps = executed
         stats.env_s = env_s
         return stats
 
-    def _execute(self, env_chunk: np.ndarray, agent: Agent, stats: RolloutStats) -> _Decision:
+    def _execute(self, env_chunk: np.ndarray, stats: RolloutStats) -> _Decision:
         """Execute ``env_chunk [N, act_steps, act_dim]`` (env units) one env step at a time; an env whose episode ends
         idles for the rest of the chunk. Leaves the observation the next decision starts from in ``self._obs``."""
         n, steps = env_chunk.shape[:2]
@@ -299,8 +319,30 @@ class RolloutCollector:
         d.end = d.terminated | d.truncated
         if final_obs:
             d.final_idx = np.array(sorted(final_obs))
-            d.final_values = agent.value(self._to_tensor(np.stack([final_obs[i] for i in d.final_idx])))
+            d.final_obs = np.stack([final_obs[i] for i in d.final_idx])
         return d
+
+
+_STEP_FIELDS = ("reward", "terminated", "truncated", "executed")
+"""The columns each decision's upload carries after the observation."""
+
+
+class DeviceLink:
+    """The collector's only way between host (numpy) and the training device; it counts the transfers of each
+    direction, so a test can hold the rollout to one each way per decision on any device."""
+
+    def __init__(self, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.host_to_device = 0
+        self.device_to_host = 0
+
+    def to_device(self, array: np.ndarray) -> torch.Tensor:
+        self.host_to_device += 1
+        return torch.from_numpy(np.ascontiguousarray(array)).to(self.device, non_blocking=False)
+
+    def to_host(self, tensor: torch.Tensor) -> np.ndarray:
+        self.device_to_host += 1
+        return tensor.detach().cpu().numpy()
 
 
 class _Decision:
@@ -313,7 +355,7 @@ class _Decision:
         self.truncated = np.zeros(n, bool)
         self.end = np.zeros(n, bool)
         self.final_idx = np.zeros(0, np.int64)
-        self.final_values: torch.Tensor | None = None
+        self.final_obs = np.zeros((0, 0))
         self.env_s = 0.0
 
 

@@ -44,9 +44,8 @@ class ArbitratedOnPolicyRunner(OnPolicyRunner):
         algo.env_steps = self.steps
         algo.bind(lambda obs: self.baseline(obs), lambda: self.collector.current_obs)
 
-        def after_decision(t: int) -> None:
-            ended = (storage.terminated[t] | storage.truncated[t]).cpu().numpy()
-            algo.after_decision(ended, storage.executed[t].cpu().numpy())
+        def after_decision(t: int, step) -> None:
+            algo.after_decision(step.end, step.executed)
 
         return self.collector.collect(algo, storage, on_step=after_decision)
 
