@@ -10,9 +10,10 @@ Methods (every one on the tasks' delta joint targets, ``sim.tasks.arm``; the exp
 * ``bc_gauss``: a Gaussian MLP cloned from the same kind of DART demos (one action per step, no chunk);
 * ``bc_flow``: a flow policy (one action a decision, 10 Euler steps) cloned from the same kind of DART demos;
 * ``fpo++_bc``: that flow policy fine-tuned with FPO++ (actor lr ``FPO_BC_LR``, critic 3e-4, clip 0.03, two
-  critic-only iterations first, annealed rates). Measured on reach (300k env steps, 50 episodes): BC 100 % → 96 %
-  (seed 1), 98 % → 98 % (seed 2): it keeps a saturated start rather than improving it; from a weak start (48 %) it
-  ended at 40 %; at lr 3e-5, clip 0.05 and no warm-up it collapsed to 0 % after 100k;
+  critic-only iterations first, annealed rates). Measured on reach (300k env steps, 50 episodes, seeds 1/2/3): BC
+  100/98/98 % → fpo++_bc 96/98/98 % (98.7 ± 0.7 → 97.3 ± 0.7 %; 6–7 min a seed on the loaded box): it keeps a
+  saturated start rather than improving it; from a weak start (48 %, one seed) it ended at 40 %; at lr 3e-5, clip
+  0.05 and no warm-up it collapsed to 0 % after 100k;
 * ``ppo_bc``: that Gaussian policy fine-tuned with PPO, DPPO's way (``stack.algos.ppo``): ``PPO_BC_WARMUP_ITR``
   critic-only iterations fit the fresh critic to the BC policy's returns before the actor moves; actor lr
   ``PPO_BC_LR``, critic 10×; σ reset to e^−2.3 ≈ 0.1; γ 0.99 and ``PPO_BC_TASK_KWARGS`` (pre-push shaping); the BC's
