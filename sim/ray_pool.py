@@ -221,7 +221,9 @@ class RayPool(_PoolBase):
                                 timeout=max(0.0, deadline - time.monotonic()))
             if not ready:
                 late = sorted(refs)
-                self._fail(late[0], f"did not answer {what} within {timeout_s:g} s (hung in a task?)", also=late[1:])
+                why = (f"not placed? the cluster may lack the resources asked, {self._actor_options}" if what == "start"
+                       else "hung in a task?")
+                self._fail(late[0], f"did not answer {what} within {timeout_s:g} s ({why})", also=late[1:])
             by_ref = {r: k for k, r in refs.items()}
             for ref in ready:
                 k = by_ref[ref]
