@@ -20,6 +20,13 @@ rounds of the pool's 16-env rate divided by the limit measured right beside it (
 ``worker_rss_mb`` is the peak resident set (VmHWM) of a pool worker holding 8 envs (the 16-env pool's workers on a
 2-core machine; measured on a separate 8-env, 1-worker pool otherwise); ``worker_rss_mb_threaded_16`` that of the
 threaded pool's one worker holding 16. ``load_avg_before``/``after`` record how busy the machine was.
+
+``backend="ray"`` (the ``dist`` extra): the same JSON with ``sim.ray_pool.RayPool`` in the pool's place —
+``pool_steps_per_s`` one actor per CPU of the Ray instance (at most one per env), ``pool_threaded_steps_per_s`` one
+actor stepping all envs in one thread per core — plus ``actors`` (actors per env count) and
+``steps_per_s_by_actors_16`` (16 envs on 1 actor and on one actor per CPU, one thread each). Ray joins the cluster
+``RAY_ADDRESS`` names, or starts a local instance with one CPU per core; ``worker_rss_mb`` is read from
+``/proc`` and so is null for actors on other nodes.
 """
 
 from __future__ import annotations
@@ -135,16 +142,38 @@ def _envpool(gym_id: str, n: int):
         return None
 
 
+def _pool_makers(backend: str, cpus: int):
+    """(default pool, threaded pool) constructors ``f(task, n, seed)`` for ``backend``."""
+    if backend == "mujoco":
+        from sim.pool import WorkerPool
+
+        return (lambda task, n, seed: WorkerPool(task, n, seed=seed),
+                lambda task, n, seed: WorkerPool(task, n, num_workers=1, threads_per_worker=cpus, seed=seed))
+    if backend == "ray":
+        from sim.ray_pool import RayPool, import_ray
+
+        ray = import_ray()
+        if not ray.is_initialized():
+            ray.init(include_dashboard=False, **({} if os.environ.get("RAY_ADDRESS") else {"num_cpus": cpus}))
+        # The bench holds all its pools at once and steps one at a time: its actors reserve no CPU (placement
+        # would otherwise wait for CPUs the idle pools hold).
+        free = {"num_cpus": 0}
+        return (lambda task, n, seed: RayPool(task, n, seed=seed, actor_options=free),
+                lambda task, n, seed: RayPool(task, n, num_actors=1, threads_per_actor=cpus, seed=seed,
+                                              actor_options=free))
+    if backend == "genesis":
+        raise ValueError("bench sim: backend 'genesis' is not built yet; expected 'mujoco' or 'ray'")
+    raise ValueError(f"bench sim: unknown backend {backend!r}; expected 'mujoco', 'ray' or 'genesis'")
+
+
 def run(task: str = "hopper", quick: bool = False, backend: str = "mujoco") -> dict:
     """Measure and return env-steps/s of the pool, Gymnasium's vector envs and the physics limit (see module doc)."""
-    if backend != "mujoco":
-        raise ValueError(f"bench sim: backend {backend!r} is not built yet; expected 'mujoco'")
-    from sim.pool import WorkerPool
     from sim.registry import make_task
 
     rounds, window = (2, 0.5) if quick else (5, 2.0)
     seed = 0
     cpus = os.cpu_count() or 1
+    make_default, make_threaded = _pool_makers(backend, cpus)
     load_before = os.getloadavg()
     probe = make_task(task)
     low = probe.action_space.low.astype(np.float64)
@@ -154,8 +183,8 @@ def run(task: str = "hopper", quick: bool = False, backend: str = "mujoco") -> d
 
     envs: dict[tuple[str, int], object] = {}
     measures: dict[tuple[str, int], Callable[[float], float]] = {}
-    pools: dict[int, WorkerPool] = {}
-    threaded: dict[int, WorkerPool] = {}
+    pools: dict[int, object] = {}
+    threaded: dict[int, object] = {}
     try:
         # Gymnasium's AsyncVectorEnv forks: start it before our pools so that its children inherit none of their pipes.
         if gym_id is not None:
@@ -166,9 +195,12 @@ def run(task: str = "hopper", quick: bool = False, backend: str = "mujoco") -> d
                 if ep is not None:
                     envs[("envpool", n)] = ep
         for n in ENV_COUNTS:
-            pools[n] = envs[("pool", n)] = WorkerPool(task, n, seed=seed)
-            threaded[n] = envs[("pool_threaded", n)] = WorkerPool(task, n, num_workers=1, threads_per_worker=cpus,
-                                                                  seed=seed)
+            pools[n] = envs[("pool", n)] = make_default(task, n, seed)
+            threaded[n] = envs[("pool_threaded", n)] = make_threaded(task, n, seed)
+        if backend == "ray":  # actor scaling at 16 envs: one actor, one thread (the other end is ("pool", 16))
+            from sim.ray_pool import RayPool
+
+            envs[("ray_1_actor", 16)] = RayPool(task, 16, num_actors=1, seed=seed, actor_options={"num_cpus": 0})
         for (kind, n), env in envs.items():
             measures[(kind, n)] = _stepper(env, n, low, high, seed + n)
 
@@ -197,6 +229,8 @@ def run(task: str = "hopper", quick: bool = False, backend: str = "mujoco") -> d
         if all(len(w) == 8 for w in pools[16].worker_envs):
             rss = [_vm_hwm_mb(pid) for pid in pools[16].worker_pids]
         else:
+            from sim.pool import WorkerPool
+
             with WorkerPool(task, 8, num_workers=1, seed=seed) as p8:
                 _stepper(p8, 8, low, high, seed)(min(window, 0.5))
                 rss = [_vm_hwm_mb(pid) for pid in p8.worker_pids]
@@ -235,6 +269,12 @@ def run(task: str = "hopper", quick: bool = False, backend: str = "mujoco") -> d
         ep = table("envpool")
         if ep is not None:
             result["envpool_steps_per_s"] = ep
+        if backend == "ray":
+            result["backend"] = "ray"
+            result["actors"] = result["pool_workers"]
+            result["steps_per_s_by_actors_16"] = {
+                "1": round(statistics.median(results[("ray_1_actor", 16)]), 1),
+                str(pools[16].num_workers): pool16}
         return result
     finally:
         for env in envs.values():
