@@ -76,6 +76,9 @@ class Budget:
     hidden: tuple[int, ...] = (64, 64)
     """Hidden widths of both baselines."""
     seeds: tuple[int, ...] = field(default=(1,))
+    curve_steps: dict = field(default_factory=dict)
+    """Env steps of the learning curves (PPO vs PPO + ``ppo.action_baseline``, the checkpoint's preset) per task;
+    empty: no curves."""
 
     def batch_size(self, task: str) -> int:
         return int(self.envs[task] * self.horizon[task])
@@ -87,7 +90,8 @@ FULL = Budget(tasks=("hopper", "halfcheetah", ARM_TASK),
               checkpoint_steps={"hopper": 300_000, "halfcheetah": 300_000, ARM_TASK: 102_400}, batches=200,
               envs={"hopper": 8, "halfcheetah": 8, ARM_TASK: 20}, horizon={"hopper": 1000, "halfcheetah": 1000,
                                                                         ARM_TASK: 100},
-              fit_batches=20, fit=FitBudget(steps=3000, batch_size=256, lr=1e-3), seeds=(1, 2, 3))
+              fit_batches=20, fit=FitBudget(steps=3000, batch_size=256, lr=1e-3), seeds=(1, 2, 3),
+              curve_steps={"hopper": 1_000_000, "halfcheetah": 1_000_000, ARM_TASK: 307_200})
 
 
 # ---- the fixed checkpoint -------------------------------------------------------------------------------------------
@@ -291,6 +295,53 @@ def summarize(results: list[dict]) -> dict:
     return out
 
 
+# ---- learning curves at equal env steps ------------------------------------------------------------------------------
+CURVE_EVALS = 6
+"""Evaluations along each curve (and one at the end)."""
+
+
+def curve(task: str, steps: int, seed: int, action_baseline: bool, runs_dir: str, eval_episodes: int = 20) -> dict:
+    """One PPO run (the task's preset) with or without ``ppo.action_baseline``: its evaluation curve."""
+    import csv
+
+    from stack.config import TrainConfig, from_dict
+    from stack.runs import default_run_name
+    from stack.train import train
+
+    tag = "ppo-ab" if action_baseline else "ppo"
+    cfg = from_dict(TrainConfig, {"eval_every": max(steps // CURVE_EVALS, 1), "eval_episodes": eval_episodes,
+                                  "ppo": {"action_baseline": action_baseline},
+                                  "name": default_run_name(f"bench-variance-{tag}", task, f"s{seed}")},
+                    train_config(task, steps, seed, runs_dir))
+    t0 = time.perf_counter()
+    run_dir = train(cfg)
+    with open(run_dir / "metrics.csv") as f:
+        evals = [{k: float(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
+    evals = [r for r in evals if "eval_return" in r]
+    out = {"env_steps": [int(r["env_steps"]) for r in evals], "eval_return": [r["eval_return"] for r in evals],
+           "wall_s": round(time.perf_counter() - t0, 1), "run_dir": str(run_dir)}
+    if evals and "eval_success" in evals[0]:
+        out["eval_success"] = [r["eval_success"] for r in evals]
+    return out
+
+
+def learning_curves(task: str, steps: int, seeds: list[int], runs_dir: str = "runs") -> dict:
+    """PPO vs PPO + action-dependent baseline on ``task`` at the same env steps and seeds; final figures as mean ±
+    SE over seeds."""
+    from stack.seeds import mean_se
+
+    out: dict = {"task": task, "env_steps": steps, "seeds": list(seeds)}
+    for name, flag in (("ppo", False), ("ppo_action_baseline", True)):
+        runs = [curve(task, steps, s, flag, runs_dir) for s in seeds]
+        summary = {"per_seed": runs}
+        for key in ("eval_return", "eval_success"):
+            if all(key in r for r in runs):
+                mean, se = mean_se([r[key][-1] for r in runs])
+                summary[f"final_{key}"], summary[f"final_{key}_se"] = mean, se
+        out[name] = summary
+    return out
+
+
 UNBIASED_TEST = ("paired over batches, d = g_action - g_state: ||mean d|| <= 3 sqrt(sum_k SE_k^2) and <= 1 % of "
                  "coordinates beyond 3 SE (stack.algos.action_baseline.agreement)")
 
@@ -313,7 +364,11 @@ def run(quick: bool = False, seeds: list[int] | None = None, budget: Budget | No
     fit = {"steps": budget.fit.steps, "batch_size": budget.fit.batch_size, "lr": budget.fit.lr,
            "fit_samples": budget.fit_batches * budget.batch_size(arm["task"])}
     out.update({"unbiased_test": UNBIASED_TEST, "seeds": seeds, "fit_budget": fit, "quick": quick,
-                "per_task": per_task, "wall_s": round(time.perf_counter() - t0, 1)})
+                "per_task": per_task})
+    if budget.curve_steps:
+        out["curves"] = {task: learning_curves(task, steps, seeds, runs_dir)
+                         for task, steps in budget.curve_steps.items()}
+    out["wall_s"] = round(time.perf_counter() - t0, 1)
     return out
 
 
@@ -324,5 +379,11 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--seeds", type=int, nargs="+", default=None)
+    p.add_argument("--curves", type=int, default=None, metavar="STEPS",
+                   help="only the learning curves on the arm (PPO vs PPO + action baseline) at STEPS env steps")
+    p.add_argument("--runs-dir", default="runs")
     args = p.parse_args()
-    print(json.dumps(run(quick=args.quick, seeds=args.seeds)))
+    if args.curves:
+        print(json.dumps(learning_curves(ARM_TASK, args.curves, args.seeds or [1, 2, 3], args.runs_dir)))
+    else:
+        print(json.dumps(run(quick=args.quick, seeds=args.seeds, runs_dir=args.runs_dir)))
