@@ -20,7 +20,8 @@ Methods (every one on the tasks' delta joint targets, ``sim.tasks.arm``; the exp
   observation statistics frozen — the push method. Measured on push (1M env steps, 50 episodes): PPO from scratch 8 %
   (seed 1; 12 % with ``shaping="pre_push"`` and a success bonus of 1); BC Gaussian 90 % → ppo_bc 100 % on seed 1,
   90 % → 98 % on seed 2, 88 % → 100 % on seed 3 (three seeds: BC 89.3 ± 0.7 % → ppo_bc 99.3 ± 0.7 %; training
-  success 0.93 → 0.80 at 200k, then 0.98 (seed 1); 1,000,448 env steps in 28, 18 and 25 min on the loaded box). What did not work (seed 1, evaluations of 10
+  success 0.93 → 0.80 at 200k, then 0.98 (seed 1); 1,000,448 env steps in 28, 18 and 25 min on the loaded box).
+  What did not work (seed 1, evaluations of 10
   episodes during training): without the warm-up PPO fell below its BC start (66 % at lr 1e-4, 34 % at 3e-5); with the
   warm-up alone (γ 0.95, the default shaping, σ 0.22, lr 1e-4) too (training success 0.77 → 0.42, evaluations 90/70/40
   % at 167k/334k/501k, stopped at 522k); with σ 0.1 and lr 3e-5 as well (training success 0.92 → 0.46 by 320k,
