@@ -28,9 +28,6 @@ COMMANDS: dict[str, str] = {
     "tasks": "list the simulation tasks and robots",
 }
 
-# Commands whose stage of the loop is not built yet: they say so instead of pretending.
-NOT_YET: dict[str, str] = {}
-
 BENCHES: dict[str, str] = {
     "sim": "env-steps/s of the worker pool vs gymnasium's vector envs and the physics limit",
     "ppo": "PPO on a MuJoCo task: final return, wall-clock, steps/s",
@@ -49,12 +46,6 @@ BENCHES: dict[str, str] = {
     "sysid": "real-to-sim: fit a perturbed MuJoCo model from synthetic logs (parameter error, tracking error)",
     "replay": "record with the scripted operator through ROS 2, replay the bag with HABC: success before/after",
 }
-
-
-def _not_yet(command: str) -> int:
-    print(f"r2s {command}: not available yet — {NOT_YET[command]} is not built in this version of r2s.",
-          file=sys.stderr)
-    return 2
 
 
 def cmd_tasks(argv: list[str]) -> int:
@@ -234,12 +225,19 @@ def cmd_logs(argv: list[str]) -> int:
     return 0
 
 
-def cmd_deploy(argv: list[str]) -> int:
+def _rclpy_missing(command: str) -> bool:
+    """True (after saying what to install) where rclpy cannot be imported: the ROS 2 commands need it."""
     try:
         import rclpy  # noqa: F401
     except ImportError as e:
-        print(f"r2s deploy: rclpy cannot be imported ({e}); install the ROS 2 extra (pip install 'r2s-stack[ros]') "
-              "or source a ROS 2 Jazzy/Kilted install", file=sys.stderr)
+        print(f"r2s {command}: rclpy cannot be imported ({e}); install the ROS 2 extra (pip install "
+              "'r2s-stack[ros]') or source a ROS 2 Jazzy/Kilted install", file=sys.stderr)
+        return True
+    return False
+
+
+def cmd_deploy(argv: list[str]) -> int:
+    if _rclpy_missing("deploy"):
         return 2
     from stack.ros.deploy import cmd_deploy as deploy_main
 
@@ -247,11 +245,7 @@ def cmd_deploy(argv: list[str]) -> int:
 
 
 def cmd_record(argv: list[str]) -> int:
-    try:
-        import rclpy  # noqa: F401
-    except ImportError as e:
-        print(f"r2s record: rclpy cannot be imported ({e}); install the ROS 2 extra (pip install 'r2s-stack[ros]') "
-              "or source a ROS 2 Jazzy/Kilted install", file=sys.stderr)
+    if _rclpy_missing("record"):
         return 2
     from stack.ros.record import cmd_record as record_main
 
@@ -301,8 +295,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     command, rest = argv[0], argv[1:]
-    if command in NOT_YET:
-        return _not_yet(command)
     if command not in HANDLERS:
         print(f"r2s: unknown command {command!r}; commands are: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2

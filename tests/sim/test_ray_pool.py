@@ -15,26 +15,13 @@ import numpy as np
 import pytest
 
 from sim.pool import WorkerError, WorkerPool
-from sim.tasks.locomotion import HopperTask
+from tests.sim.test_pool import RaisingHopper
 
 pytestmark = [
     pytest.mark.distributed,
     pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                        reason="ray is not installed (the project's `dist` extra: pip install -e '.[dist]')"),
 ]
-
-
-class RaisingHopper(HopperTask):
-    """Raises inside ``step`` after ``fail_after`` steps."""
-
-    def __init__(self, fail_after: int = 3, **kw):
-        super().__init__(**kw)
-        self.fail_after = fail_after
-
-    def step(self, action):
-        if self._elapsed >= self.fail_after:
-            raise RuntimeError("boom: simulated task failure")
-        return super().step(action)
 
 
 @pytest.fixture(scope="module")

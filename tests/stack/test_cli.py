@@ -31,13 +31,6 @@ def test_robot_side_modules_do_not_import_torch():
     assert r.returncode == 0, r.stderr
 
 
-@pytest.mark.parametrize("command", sorted(cli.NOT_YET))
-def test_unfinished_command_says_so(command, capsys):
-    assert cli.main([command]) == 2
-    err = capsys.readouterr().err
-    assert "not available yet" in err and command in err
-
-
 def test_unknown_command_is_refused(capsys):
     assert cli.main(["frobnicate"]) == 2
     assert "unknown command 'frobnicate'" in capsys.readouterr().err
