@@ -104,6 +104,17 @@ class PPOConfig(OnPolicyConfig):
     finetune_log_std: float | None = None
     """Fine-tuning (init_from): the pretrained Gaussian's log-std is set to this before the first rollout (its
     exploration noise; None: the one it was saved with)."""
+    auto_entropy: bool = False
+    """SAC's automatic temperature (Haarnoja et al. 2018b) on the entropy term: the coefficient becomes α = exp(log α),
+    one Adam step (rate ``lr``, annealed with it) per minibatch on α·(H[π] − H̄), so α grows while the policy's
+    entropy is below ``target_entropy`` and shrinks towards 0 above it; ``ent_coef`` is α's start (> 0)."""
+    target_entropy: float | None = None
+    """H̄ of ``auto_entropy``, nats per decision (None: −act_dim, SAC's heuristic)."""
+    entropy_in_returns: bool = False
+    """Entropy-regularised returns (Schulman, Chen & Abbeel 2017): each decision's scaled reward gets −α·log π_old(a|s)
+    before GAE, so advantages credit the entropy of later decisions too — the gradient of the entropy-regularised
+    return that soft Q-learning's update equals (``stack.algos.soft_q``); without it the bonus is the current step's
+    only. α is ``ent_coef`` (or the tuned one)."""
     action_baseline: bool = False
     """Action-dependent factorized baselines (Wu et al. 2018, ``stack.algos.action_baseline``): per-dimension
     advantages R − b(s, a_−i, i) from a masked-input baseline fitted like the critic, and a per-dimension clipped

@@ -10,7 +10,7 @@ Per update, for ``update_epochs`` epochs over ``num_minibatches`` shuffled minib
     r_t(θ)   = π_θ(a_t|s_t) / π_old(a_t|s_t)                  (a_t the raw Gaussian sample, see stack.rollout)
     L^CLIP   = E[ max(−Â_t r_t, −Â_t clip(r_t, 1−ε, 1+ε)) ]    ppo_clip_loss
     L^V      = ½ E[ max((V−R)², (V_old + clip(V−V_old, ±ε) − R)²) ]   value_loss (unclipped: ½ E[(V−R)²])
-    loss     = L^CLIP − c_ent · H[π_θ] + c_v · L^V
+    loss     = L^CLIP − α · H[π_θ] + c_v · L^V                 (α = c_ent, or SAC's tuned temperature)
 
 with advantages normalised per minibatch, the global gradient norm clipped to ``max_grad_norm``, and the epochs cut
 short when the approximate KL ``E[(r − 1) − log r]`` (Schulman's k3 estimator, as CleanRL) of an epoch's last
@@ -24,6 +24,11 @@ critic may have its own rate (``critic_lr``).
 Agency transfer (``stack.algos.agency_on_policy``): a rollout whose extras hold ``authority`` (1 learner, 0 baseline)
 has its baseline steps masked out of the actor's terms — surrogate, entropy, KL and clip fraction are means over the
 learner's steps, advantages normalised over them — while the value loss (and GAE) uses every step.
+
+Entropy regularisation as SAC tunes it (``ppo.auto_entropy``, the soft-Q ⇔ PG link of ``stack.algos.soft_q``):
+α = exp(log α) takes one Adam step per minibatch on α·(H[π_θ] − H̄) (H̄ = −act_dim by default), and with
+``ppo.entropy_in_returns`` the rewards entering GAE become r − α·log π_old(a|s), the entropy-regularised return of
+Schulman, Chen & Abbeel (2017) rather than a bonus on the current step only. See docs/soft_q_equivalence.md.
 
 Action-dependent factorized baselines (``ppo.action_baseline``, Wu et al. 2018; the pieces in
 ``stack.algos.action_baseline``): a masked-input baseline b(s, a_−i, i), in the critic's optimiser group and fitted
@@ -91,8 +96,24 @@ class PPO(OnPolicyAlgorithm):
         # Own generators, saved with the checkpoint, so a resumed run draws the same actions and minibatches.
         self.sample_generator = torch.Generator(device=self.device).manual_seed(seed)
         shuffle_generator = torch.Generator().manual_seed(seed + 1)
-        self._setup({"optimizer": self.optimizer},
-                    {"sample_generator": self.sample_generator, "shuffle_generator": shuffle_generator})
+        optimizers = {"optimizer": self.optimizer}
+        # SAC's temperature (ppo.auto_entropy): log α, its own Adam; α otherwise the constant ent_coef.
+        self.log_alpha: torch.Tensor | None = None
+        self.target_entropy = float(-policy.act_dim if cfg.target_entropy is None else cfg.target_entropy)
+        if cfg.auto_entropy:
+            if not cfg.ent_coef > 0:
+                raise ValueError(f"ppo.ent_coef: auto_entropy starts the temperature α at ent_coef; expected > 0, "
+                                 f"got {cfg.ent_coef}")
+            self.log_alpha = torch.tensor(math.log(cfg.ent_coef), device=self.device, requires_grad=True)
+            optimizers["alpha_optimizer"] = torch.optim.Adam([self.log_alpha], lr=cfg.lr, eps=1e-5)
+        self._setup(optimizers, {"sample_generator": self.sample_generator, "shuffle_generator": shuffle_generator})
+
+    @property
+    def alpha(self) -> torch.Tensor:
+        """The entropy coefficient: exp(log α) under ``auto_entropy`` (detached), else ``ent_coef``."""
+        if self.log_alpha is None:
+            return torch.tensor(self.cfg.ent_coef, device=self.device)
+        return self.log_alpha.detach().exp()
 
     # ---- acting (the collector's Agent protocol) ----------------------------------------------------------------
     def extras_spec(self) -> dict[str, tuple[int, ...]]:
@@ -114,6 +135,19 @@ class PPO(OnPolicyAlgorithm):
         return self.critic(obs)
 
     # ---- learning -----------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def compute_returns(self, storage: RolloutStorage) -> None:
+        """GAE (``OnPolicyAlgorithm``); with ``entropy_in_returns`` on soft rewards r − α·log π_old(a|s), restored
+        after (the storage keeps the task's rewards for logging)."""
+        if not self.cfg.entropy_in_returns:
+            return super().compute_returns(storage)
+        rewards = storage.rewards.clone()
+        storage.rewards.sub_(self.alpha * storage.extras["log_probs"])
+        try:
+            super().compute_returns(storage)
+        finally:
+            storage.rewards.copy_(rewards)
+
     def update(self, storage: RolloutStorage) -> dict[str, float]:
         """Epochs of minibatch steps on one rollout; returns the update's statistics (means over minibatches run)."""
         # torch.distributions checks its arguments on every construction (a device sync each); off inside the
@@ -215,7 +249,7 @@ class PPO(OnPolicyAlgorithm):
                 else:
                     pg_loss = masked_mean(ppo_clip_objective(ratio, adv, cfg.clip_coef), learner)
                 v_loss = value_loss(new_values, mb["values"], mb["returns"], vclip)
-                loss = pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * v_loss
+                loss = pg_loss - self.alpha * entropy + cfg.vf_coef * v_loss
                 if ab is not None:
                     b_loss = baseline_loss(ab, obs, actions, mb["returns"])
                     loss = loss + cfg.vf_coef * b_loss
@@ -224,6 +258,11 @@ class PPO(OnPolicyAlgorithm):
                 loss.backward()
                 nn.utils.clip_grad_norm_(self.parameters, cfg.max_grad_norm, foreach=True)
                 self.optimizer.step()
+                if self.log_alpha is not None:  # SAC's α loss, α·(H − H̄), on the entropy before this step
+                    alpha_loss = self.log_alpha.exp() * (entropy.detach() - self.target_entropy)
+                    self.optimizers["alpha_optimizer"].zero_grad(set_to_none=True)
+                    alpha_loss.backward()
+                    self.optimizers["alpha_optimizer"].step()
                 # Kept as tensors (no device sync per minibatch); read once after the update.
                 stats.append(torch.stack([pg_loss.detach(), v_loss.detach(), entropy.detach(), approx_kl, clipfrac]))
                 n += 1
@@ -237,6 +276,8 @@ class PPO(OnPolicyAlgorithm):
         # max |r − 1| over the first minibatch of the first epoch: 0 unless acting and updating disagree.
         out["first_ratio_dev"] = first_ratio_dev
         out["std"] = self._std()
+        if self.log_alpha is not None:
+            out["alpha"] = float(self.alpha)
         if b_losses:
             out["baseline_loss"] = float(torch.stack(b_losses).mean())
         return out
@@ -248,13 +289,20 @@ class PPO(OnPolicyAlgorithm):
     def state_dict(self) -> dict:
         """Optimiser, generators and the update count (the networks are saved by the runner: policy_modules)."""
         out = {**super().state_dict(), "updates": self.updates}
+        if self.log_alpha is not None:
+            out["log_alpha"] = self.log_alpha.detach().clone()
         if self.action_baseline is not None:  # not a policy module: it lives with the optimiser it trains in
             out["action_baseline"] = self.action_baseline.state_dict()
         return out
 
     def load_state_dict(self, state: dict) -> None:
+        if self.log_alpha is not None and "log_alpha" not in state:
+            raise KeyError("trainer state: field 'log_alpha' missing (the run was saved with ppo.auto_entropy off)")
         super().load_state_dict(state)
         self.updates = int(state.get("updates", 0))
+        if self.log_alpha is not None:
+            with torch.no_grad():
+                self.log_alpha.copy_(state["log_alpha"])
         if self.action_baseline is not None:
             if "action_baseline" not in state:
                 raise KeyError("trainer state: field 'action_baseline' missing (the run was saved with "
