@@ -302,16 +302,21 @@ CURVE_EVALS = 6
 
 def curve(task: str, steps: int, seed: int, action_baseline: bool, runs_dir: str, eval_episodes: int = 20) -> dict:
     """One PPO run (the task's preset) with or without ``ppo.action_baseline``: its evaluation curve."""
+    return ppo_curve(task, steps, seed, {"action_baseline": action_baseline},
+                     f"bench-variance-{'ppo-ab' if action_baseline else 'ppo'}", runs_dir, eval_episodes)
+
+
+def ppo_curve(task: str, steps: int, seed: int, ppo: dict, tag: str, runs_dir: str, eval_episodes: int = 20) -> dict:
+    """One PPO run of the task's preset with the ``ppo`` section's fields overridden: its evaluation curve (env
+    steps, eval return, eval success where the task reports it), wall time and run directory."""
     import csv
 
     from stack.config import TrainConfig, from_dict
     from stack.runs import default_run_name
     from stack.train import train
 
-    tag = "ppo-ab" if action_baseline else "ppo"
     cfg = from_dict(TrainConfig, {"eval_every": max(steps // CURVE_EVALS, 1), "eval_episodes": eval_episodes,
-                                  "ppo": {"action_baseline": action_baseline},
-                                  "name": default_run_name(f"bench-variance-{tag}", task, f"s{seed}")},
+                                  "ppo": dict(ppo), "name": default_run_name(tag, task, f"s{seed}")},
                     train_config(task, steps, seed, runs_dir))
     t0 = time.perf_counter()
     run_dir = train(cfg)
