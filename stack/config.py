@@ -114,7 +114,8 @@ class PPOConfig(OnPolicyConfig):
     """Entropy-regularised returns (Schulman, Chen & Abbeel 2017): each decision's scaled reward gets −α·log π_old(a|s)
     before GAE, so advantages credit the entropy of later decisions too — the gradient of the entropy-regularised
     return that soft Q-learning's update equals (``stack.algos.soft_q``); without it the bonus is the current step's
-    only. α is ``ent_coef`` (or the tuned one)."""
+    only. α is ``ent_coef`` (or the tuned one), in scaled-reward units: with ``norm_adv`` the loss's entropy term is
+    divided by the minibatch's advantage std, as the advantages are."""
     action_baseline: bool = False
     """Action-dependent factorized baselines (Wu et al. 2018, ``stack.algos.action_baseline``): per-dimension
     advantages R − b(s, a_−i, i) from a masked-input baseline fitted like the critic, and a per-dimension clipped

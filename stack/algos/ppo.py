@@ -249,7 +249,13 @@ class PPO(OnPolicyAlgorithm):
                 else:
                     pg_loss = masked_mean(ppo_clip_objective(ratio, adv, cfg.clip_coef), learner)
                 v_loss = value_loss(new_values, mb["values"], mb["returns"], vclip)
-                loss = pg_loss - self.alpha * entropy + cfg.vf_coef * v_loss
+                ent_weight = self.alpha
+                if cfg.entropy_in_returns and cfg.norm_adv:
+                    # α is in (scaled) reward units in the soft returns; beside advantages divided by their std,
+                    # the current step's entropy term is divided by the same std, so both halves of the
+                    # entropy-regularised gradient keep their ratio.
+                    ent_weight = ent_weight / (mb["advantages"].std() + 1e-8)
+                loss = pg_loss - ent_weight * entropy + cfg.vf_coef * v_loss
                 if ab is not None:
                     b_loss = baseline_loss(ab, obs, actions, mb["returns"])
                     loss = loss + cfg.vf_coef * b_loss
