@@ -62,6 +62,10 @@ class ObsNormalizer:
         self.enabled = bool(enabled)
         self._refresh()
 
+    def refresh(self) -> None:
+        """Recompute the cached scale after the statistics changed outside ``update`` (a merge across ranks)."""
+        self._refresh()
+
     def _refresh(self) -> None:
         # Cached float32 scale/shift: the collector calls this every env step.
         self._mean = self.rms.mean.astype(np.float32)

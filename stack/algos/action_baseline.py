@@ -173,7 +173,12 @@ def per_dimension_advantages(baseline: MaskedActionBaseline, obs: torch.Tensor, 
 
 def normalize_per_dimension(advantages: torch.Tensor) -> torch.Tensor:
     """PPO's advantage normalisation for [B, d] advantages: each dimension's minibatch mean removed (a constant
-    baseline per dimension), one standard deviation over all entries, so the dimensions keep their relative weight."""
+    baseline per dimension), one standard deviation over all entries, so the dimensions keep their relative weight
+    (with several learner processes: over every rank's minibatch)."""
+    from stack import distributed
+
+    if distributed.world_size() > 1:
+        return (advantages - distributed.all_mean(advantages.mean(0))) / (distributed.mean_std(advantages)[1] + 1e-8)
     return (advantages - advantages.mean(0)) / (advantages.std() + 1e-8)
 
 

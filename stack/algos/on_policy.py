@@ -25,6 +25,7 @@ from collections.abc import Iterator
 
 import torch
 
+from stack import distributed
 from stack.algos.gae import compute_gae
 from stack.config import OnPolicyConfig
 
@@ -66,7 +67,12 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor
 
 def normalize_advantages(advantages: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """(Â − mean) / (std + 1e-8) over the minibatch, or with ``mask`` over its masked rows only (the statistics of the
-    steps the policy loss sees; the other rows are left unnormalised, as the loss ignores them)."""
+    steps the policy loss sees; the other rows are left unnormalised, as the loss ignores them). With several learner
+    processes, the statistics of every rank's minibatch together (``stack.distributed.mean_std``)."""
+    if distributed.world_size() > 1:
+        mean, std = distributed.mean_std(advantages, mask)
+        normalized = (advantages - mean) / (std + 1e-8)
+        return normalized if mask is None else torch.where(mask, normalized, advantages)
     if mask is None:
         return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
     weights = mask.to(advantages.dtype)
@@ -78,7 +84,11 @@ def normalize_advantages(advantages: torch.Tensor, mask: torch.Tensor | None = N
 
 @torch.no_grad()
 def explained_variance(values: torch.Tensor, returns: torch.Tensor) -> float:
-    """1 − Var[R − V] / Var[R] (NaN when the returns do not vary): how much of the return the critic predicts."""
+    """1 − Var[R − V] / Var[R] (NaN when the returns do not vary): how much of the return the critic predicts (over
+    every rank's batch with several learner processes)."""
+    if distributed.world_size() > 1:
+        var_ret = distributed.mean_std(returns)[1] ** 2
+        return float(1.0 - distributed.mean_std(returns - values)[1] ** 2 / var_ret) if var_ret > 0 else math.nan
     var_ret = returns.var()
     return float(1.0 - (returns - values).var() / var_ret) if var_ret > 0 else math.nan
 

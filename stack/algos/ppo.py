@@ -45,6 +45,7 @@ import math
 import torch
 from torch import nn
 
+from stack import distributed
 from stack.algos.action_baseline import (MaskedActionBaseline, baseline_loss, normalize_per_dimension,
                                          per_dim_log_probs, per_dimension_advantages, per_dimension_clip_loss)
 from stack.algos.on_policy import (OnPolicyAlgorithm, explained_variance, masked_mean, normalize_advantages,
@@ -179,12 +180,13 @@ class PPO(OnPolicyAlgorithm):
                     v_loss = v_loss + baseline_loss(ab, mb["obs"], mb["actions"][:, 0], mb["returns"])
                 self.optimizer.zero_grad(set_to_none=True)
                 (cfg.vf_coef * v_loss).backward()
+                distributed.all_reduce_gradients(self.critic_parameters)
                 nn.utils.clip_grad_norm_(self.critic_parameters, cfg.max_grad_norm, foreach=True)
                 self.optimizer.step()
                 losses.append(v_loss.detach())
         with torch.no_grad():
             fitted = self.critic(b["obs"])
-        return {"value_loss": float(torch.stack(losses).mean()),
+        return {"value_loss": float(distributed.all_mean(torch.stack(losses).mean())),
                 "explained_variance": explained_variance(b["values"], b["returns"]),
                 "explained_variance_after": explained_variance(fitted, b["returns"]), "critic_warmup": 1.0,
                 "std": self._std()}
@@ -234,7 +236,7 @@ class PPO(OnPolicyAlgorithm):
                     approx_kl = masked_mean((ratio - 1.0) - log_ratio, learner)
                     clipfrac = masked_mean(((ratio - 1.0).abs() > cfg.clip_coef).float(), learner)
                     if n == 0:
-                        first_ratio_dev = float((ratio - 1.0).abs().max())
+                        first_ratio_dev = float(distributed.all_max((ratio - 1.0).abs().max()))
                 adv = mb["advantages"]
                 if cfg.norm_adv:
                     adv = normalize_advantages(adv, learner)
@@ -262,19 +264,23 @@ class PPO(OnPolicyAlgorithm):
                     b_losses.append(b_loss.detach())
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                # several learner processes: the mean gradient of all ranks' shards, clipped as one minibatch's
+                distributed.all_reduce_gradients(self.parameters)
                 nn.utils.clip_grad_norm_(self.parameters, cfg.max_grad_norm, foreach=True)
                 self.optimizer.step()
                 if self.log_alpha is not None:  # SAC's α loss, α·(H − H̄), on the entropy before this step
                     alpha_loss = self.log_alpha.exp() * (entropy.detach() - self.target_entropy)
                     self.optimizers["alpha_optimizer"].zero_grad(set_to_none=True)
                     alpha_loss.backward()
+                    distributed.all_reduce_gradients([self.log_alpha])
                     self.optimizers["alpha_optimizer"].step()
                 # Kept as tensors (no device sync per minibatch); read once after the update.
                 stats.append(torch.stack([pg_loss.detach(), v_loss.detach(), entropy.detach(), approx_kl, clipfrac]))
                 n += 1
+            approx_kl = distributed.all_mean(approx_kl)  # every rank stops after the same epoch
             if cfg.target_kl is not None and float(approx_kl) > cfg.target_kl:
                 break
-        means = torch.stack(stats).mean(0).tolist()
+        means = distributed.all_mean(torch.stack(stats).mean(0)).tolist()
         out = dict(zip(("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac"), means))
         out["explained_variance"] = explained_variance(b["values"], b["returns"])
         out["epochs"] = float(epochs)
@@ -285,7 +291,7 @@ class PPO(OnPolicyAlgorithm):
         if self.log_alpha is not None:
             out["alpha"] = float(self.alpha)
         if b_losses:
-            out["baseline_loss"] = float(torch.stack(b_losses).mean())
+            out["baseline_loss"] = float(distributed.all_mean(torch.stack(b_losses).mean()))
         return out
 
     def _std(self) -> float:
