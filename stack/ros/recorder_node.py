@@ -13,7 +13,8 @@ message type.
 
 Episodes: each ``/r2s/episode`` event (start/end with robot, task, outcome …) is written with the policy version
 (the ONNX content hash) and run id added from the latched ``/r2s/policy/info``; an episode still open when
-recording stops gets an ``end`` event with outcome ``timeout`` and reason ``recording stopped``.
+recording stops gets an ``end`` event with reason ``recording stopped`` and outcome ``timeout`` (none for an episode the
+operator marks, ``episode_node``).
 
 Files: one bag per activation (``output_dir``; a suffix is added if it exists), rotated into a new MCAP file at
 ``max_file_size_mb`` or ``max_file_duration_s``; ``metadata.yaml`` is written at the start, at every rotation and
@@ -408,9 +409,13 @@ class RecorderNode(R2sNode):
         self._write(topics.EPISODE, data, received, source)
 
     def _write_episode_end(self, now: int) -> None:
-        """An episode still open when recording stops: record its end (outcome timeout)."""
+        """An episode still open when recording stops: record its end — outcome timeout for the sim's, none for one
+        the operator marks (``source`` operator: only they can tell how it went; kept, excluded from outcome
+        labels)."""
         s = self.store.types
-        values = {**self.open_episode, "outcome": "timeout", "reason": "recording stopped"}
+        values = {**self.open_episode, "reason": "recording stopped"}
+        if values.get("source") != "operator":
+            values["outcome"] = "timeout"
         msg = s["diagnostic_msgs/msg/DiagnosticArray"](
             header=s["std_msgs/msg/Header"](stamp=s["builtin_interfaces/msg/Time"](sec=now // 10**9,
                                                                                    nanosec=now % 10**9), frame_id=""),

@@ -34,6 +34,9 @@ holds until the source with authority sends a fresh one.
 
 Homing (``start_homing``): the command moves to a target pose along the same limited path (status ``homing``),
 whatever the sources say; faults still hold, an e-stop cancels it. ``deactivate`` holds (or homes) for good.
+``park`` (an episode's end, on a robot whose operator marks episodes) homes the same way and then holds at home
+(status ``hold: between episodes``) until ``unpark`` (the next start); a start during the homing lets it finish first,
+so every episode begins at home.
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ from robots.spec import RobotSpec
 AUTHORITIES = ("policy", "human", "baseline")
 HOMING = "homing"
 """The status of a command on the way to the home pose."""
+BETWEEN_EPISODES = "between episodes"
+"""The hold reason while parked at home between two episodes."""
 
 
 @dataclass
@@ -106,6 +111,8 @@ class SafetySupervisor:
         self.authority = "policy"
         self.estopped = False
         self.deactivated = False
+        self.parked = False
+        """Between episodes (``park``): home, then hold there whatever the sources say, until ``unpark``."""
         self.holds = 0
         """Number of times a hold began."""
         self.implausible = 0
@@ -229,6 +236,15 @@ class SafetySupervisor:
     def homing(self) -> bool:
         return self._home is not None
 
+    def park(self, home) -> None:
+        """An episode ended: move to ``home`` along the limited path and hold there until ``unpark``."""
+        self.start_homing(home)
+        self.parked = True
+
+    def unpark(self) -> None:
+        """The next episode starts: the sources command again (once a homing in progress has arrived)."""
+        self.parked = False
+
     def deactivate(self, home=None) -> None:
         """From now on hold (or, with ``home``, move there and stay): no source commands the arm any more."""
         self.deactivated = True
@@ -252,6 +268,8 @@ class SafetySupervisor:
             return reason
         if self.deactivated:
             return "deactivated"
+        if self.parked:
+            return BETWEEN_EPISODES
         return self._source_fault(t, new_command)
 
     def _age_fault(self, what: str, age: float, limit: float, by: str = "") -> str | None:

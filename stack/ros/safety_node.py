@@ -23,6 +23,10 @@ the command to come to rest and ends with a hold: the last command on the wire i
 returns authority to ``reset_authority`` (``policy`` unless set) and publishes the change with a hold at once;
 authority requests are refused while the e-stop is latched.
 
+Between episodes: with ``home_between_episodes`` (a real robot whose operator marks episodes, ``episode_node``) each
+episode ``end`` on ``/r2s/episode`` moves the arm to ``home_pose`` along the same limited path and holds it there
+(status ``hold: between episodes``) until the next ``start``; a start during the homing lets it arrive first.
+
 Run: ``python -m stack.ros.safety_node --ros-args --params-file launch/so101.yaml`` (console script
 ``r2s-safety-node``); lifecycle: configure → activate.
 """
@@ -79,6 +83,8 @@ PARAMS = {
     "home_pose": ("", "JSON list of joint positions of the safe pose (empty: the spec's home)"),
     "home_on_activate": (False, "move to home_pose at activation (false: hold where the arm is)"),
     "home_on_deactivate": (False, "move to home_pose at deactivation (false: hold where the arm is)"),
+    "home_between_episodes": (False, "at each episode end move to home_pose and hold there until the next start "
+                                     "(a robot whose operator marks episodes; the sim resets its own scene)"),
     "deactivate_timeout_s": (2.0, "how long deactivation waits for the command to come to rest (or home)"),
     "diagnostics_period_s": (1.0, "period of the /diagnostics status"),
 }
@@ -174,9 +180,9 @@ class SafetyNode(R2sNode):
 
     def on_activate(self, state):
         p = self.p
-        if (p.home_on_activate or p.home_on_deactivate) and self.home is None:
-            return self.fail(f"home_on_activate/home_on_deactivate: robot {self.spec.name} has no home pose; set "
-                             "home_pose")
+        if (p.home_on_activate or p.home_on_deactivate or p.home_between_episodes) and self.home is None:
+            return self.fail(f"home_on_activate/home_on_deactivate/home_between_episodes: robot {self.spec.name} has "
+                             "no home pose; set home_pose")
         with self._lock:
             self.sup.deactivated = False
             if p.home_on_activate:
@@ -334,6 +340,16 @@ class SafetyNode(R2sNode):
             self._episode_seen = values["episode"]
             with self._lock:
                 self.sup.resync(self._t())
+        if not self.p.home_between_episodes:
+            return
+        with self._lock:
+            if event == "end" and not self.sup.parked:
+                self.sup.park(self.home)
+                self.get_logger().info(f"episode {values['episode']} ended: homing, then holding until the next start")
+            elif event == "start" and self.sup.parked:
+                self.sup.unpark()
+                self.get_logger().info(f"episode {values['episode']} started: "
+                                       + ("homing first" if self.sup.homing else "the sources command again"))
 
     # ---- decisions and outputs ------------------------------------------------------------------------------------
     def _watchdog(self) -> None:
@@ -400,6 +416,7 @@ class SafetyNode(R2sNode):
             values = {
                 "authority": sup.authority, "estop": str(sup.estopped), "holding": str(sup.holding),
                 "hold_reason": sup.hold_reason or "", "holds": str(sup.holds), "homing": str(sup.homing),
+                "between_episodes": str(sup.parked),
                 "outputs": str(self.outputs), "limited": str(self.limited),
                 "implausible_joint_states": str(sup.implausible),
                 "nonfinite_joint_states": str(self.nonfinite_measurements),

@@ -15,8 +15,9 @@ PyPI wheels, so every record uses a standard type. Conventions:
 
 Per step (one control period): ``OBSERVATION``, ``PROPOSAL`` (policy), ``EXECUTED`` + ``AUTHORITY`` +
 ``INTERVENTION_MASK`` + ``SAFETY_STATUS`` (safety, published together, in this order after the hardware command),
-``REWARD`` + ``SUCCESS`` (sim robot, where a task defines them). Per episode: ``EPISODE`` events. Latched (transient
-local): ``POLICY_INFO``, ``ESTOP_STATE``.
+``REWARD`` + ``SUCCESS`` (sim robot, where a task defines them). Per episode: ``EPISODE`` events (the sim's, or on a
+robot the episode node's, from the operator's ``EPISODE_EVENT`` marks). Latched (transient local): ``POLICY_INFO``,
+``ESTOP_STATE``.
 """
 
 from __future__ import annotations
@@ -69,13 +70,22 @@ AUTHORITY_REQUEST = "/r2s/authority_request"
 EPISODE = "/r2s/episode"
 """diagnostic_msgs/DiagnosticArray, one status named ``episode``, ``message`` = ``start`` | ``end``; values:
 episode, robot, task, seed, and at the end outcome (success | failure | timeout), success_step, length, return,
-reason. The recorder adds policy_version (and run_id) from ``POLICY_INFO``."""
+reason. The recorder adds policy_version (and run_id) from ``POLICY_INFO``. The episode node's (operator marks) carry
+source ``operator``, duration_s, reason, note, and an outcome only when one was marked (success | failure)."""
 REWARD = "/r2s/task/reward"
 """std_msgs/Float64 per control step of a task: the reward for the command executed during it."""
 SUCCESS = "/r2s/task/success"
 """std_msgs/Bool per control step of a task: the task's success flag after it."""
 RESET_SERVICE = "/r2s/sim/reset"
 """std_srvs/Trigger: end the current episode (outcome timeout, reason reset) and start the next."""
+
+# ---- operator's episode marks (a real robot: episode node) ---------------------------------------------------------
+EPISODE_EVENT = "/r2s/episode_event"
+"""std_msgs/String in: an operator's mark ``start`` | ``end`` | ``success`` | ``failure`` (optionally ``: note``).
+The episode node turns the marks into ``EPISODE`` events: success/failure end the open episode with that outcome,
+end ends it without one (kept, excluded from outcome labels), start begins the next. Recorded as sent."""
+EPISODE_SERVICES = {mark: f"/r2s/episode/{mark}" for mark in ("start", "end", "success", "failure")}
+"""std_srvs/Trigger per mark: the same as the topic, with a reply (``success`` False: refused, ``message`` why)."""
 CLOCK = "/clock"
 """rosgraph_msgs/Clock: sim time, published by the sim robot when it runs off real time."""
 DIAGNOSTICS = "/diagnostics"
@@ -86,6 +96,7 @@ POLICY_NODE = "r2s_policy"
 SAFETY_NODE = "r2s_safety"
 SIM_ROBOT_NODE = "r2s_sim_robot"
 RECORDER_NODE = "r2s_recorder"
+EPISODE_NODE = "r2s_episodes"
 
 STEP_TOPICS = (OBSERVATION, PROPOSAL, EXECUTED, AUTHORITY, INTERVENTION_MASK, SAFETY_STATUS, REWARD, SUCCESS)
 """The per-step topics the recorder writes by default (beside joint_states, the hardware command, the task
@@ -105,6 +116,7 @@ TYPES: dict[str, tuple[str, bool]] = {
     BASELINE_COMMAND: ("trajectory_msgs/msg/JointTrajectory", False),
     AUTHORITY_REQUEST: ("std_msgs/msg/String", False),
     EPISODE: ("diagnostic_msgs/msg/DiagnosticArray", False),
+    EPISODE_EVENT: ("std_msgs/msg/String", False),
     REWARD: ("std_msgs/msg/Float64", False),
     SUCCESS: ("std_msgs/msg/Bool", False),
 }
