@@ -41,9 +41,10 @@ NODES: dict[str, tuple[str, str]] = {
     "safety": (topics.SAFETY_NODE, "stack.ros.safety_node"),
     "policy": (topics.POLICY_NODE, "stack.ros.policy_node"),
     "operator": ("r2s_operator", "stack.ros.operator_node"),  # r2s record: a scripted operator taking over
+    "episodes": (topics.EPISODE_NODE, "stack.ros.episode_node"),  # a robot: the operator marks the episodes
 }
-START_ORDER = ("sim", "recorder", "safety", "policy", "operator")
-STOP_ORDER = ("operator", "policy", "safety", "sim", "recorder")
+START_ORDER = ("sim", "recorder", "safety", "policy", "operator", "episodes")
+STOP_ORDER = ("episodes", "operator", "policy", "safety", "sim", "recorder")
 CONSOLE_SCRIPTS = {
     "r2s-policy-node": "stack.ros.policy_node:main",
     "r2s-safety-node": "stack.ros.safety_node:main",
@@ -423,10 +424,13 @@ def deploy(policy_path: str, robot: str | None = None, sim: bool = False, durati
            task: str | None = None, record: bool = True, bag_dir: str | None = None, params_file: str | None = None,
            params: dict[str, dict] | None = None, episodes: int = 0, log_dir: str | None = None,
            status: bool = True, stop_timeout_s: float = 10.0, ready_timeout_s: float = 60.0,
-           rt_priority: int = 0, stop_event: threading.Event | None = None, operator: dict | None = None) -> dict:
-    """Run the graph until ``duration`` s, Ctrl-C, ``stop_event``, or (``--sim`` with ``episodes``) that many
-    episodes ended. Returns a summary: exit codes, episode outcomes, bag directory, log directory, peak RSS.
-    ``operator``: also start the operator node (``stack.ros.operator_node``) with these parameters."""
+           rt_priority: int = 0, stop_event: threading.Event | None = None, operator: dict | None = None,
+           operator_episodes: bool = False) -> dict:
+    """Run the graph until ``duration`` s, Ctrl-C, ``stop_event``, or (``--sim`` with ``episodes``, or
+    ``operator_episodes``) that many episodes ended. Returns a summary: exit codes, episode outcomes, bag directory,
+    log directory, peak RSS. ``operator``: also start the operator node (``stack.ros.operator_node``) with these
+    parameters. ``operator_episodes``: the operator marks the episodes (``stack.ros.episode_node``: topic, services,
+    keyboard keys) and the safety node homes the arm between them (``home_between_episodes``)."""
     policy_path = str(Path(policy_path).resolve())
     if not Path(policy_path).is_file():
         raise DeployError(f"--policy {policy_path}: no such file (an ONNX policy from `r2s export`)")
@@ -434,17 +438,20 @@ def deploy(policy_path: str, robot: str | None = None, sim: bool = False, durati
     if sim and task is None:
         task = task_for(policy_path, robot)
     task = task or ""
+    if operator_episodes and sim and task:
+        raise DeployError(f"--operator-episodes with --sim task {task!r}: the simulated task marks its own episodes")
     keys = [k for k in START_ORDER if (k != "sim" or sim) and (k != "recorder" or record)
-            and (k != "operator" or operator is not None)]
+            and (k != "operator" or operator is not None) and (k != "episodes" or operator_episodes)]
     common = {"robot": robot}
     node_params: dict[str, dict] = {
         "policy": {**common, "policy_path": policy_path},
-        "safety": dict(common),
+        "safety": {**common, **({"home_between_episodes": True} if operator_episodes else {})},
         "sim": {**common, "task": task, "episodes": int(episodes), "wait_for_reset": True,
                 "episode_listeners": 2 + int(record) + int(bool(status or episodes)) + int(operator is not None)},
         "recorder": {**common, "task": task,
                      "output_dir": str(Path(bag_dir).resolve()) if bag_dir else ""},
         "operator": {**common, "task": task, **(operator or {})},
+        "episodes": {**common, "task": task},
     }
     for key, values in (params or {}).items():
         node_params.setdefault(key, {}).update(values)
@@ -537,7 +544,12 @@ def cmd_deploy(argv: list[str]) -> int:
     p.add_argument("--sim", action="store_true", help="start the sim robot (digital twin) as the hardware")
     p.add_argument("--task", default=None, help="with --sim: the task to simulate (default: matched to the policy)")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)")
-    p.add_argument("--episodes", type=int, default=0, help="with --sim: stop after this many episodes")
+    p.add_argument("--episodes", type=int, default=0, help="with --sim (or --operator-episodes): stop after this "
+                   "many episodes")
+    p.add_argument("--operator-episodes", action="store_true",
+                   help="the operator marks episode start/end/success/failure (/r2s/episode_event, "
+                        "/r2s/episode/<mark> services, python -m stack.ros.keyboard_operator); the arm homes between "
+                        "episodes")
     p.add_argument("--bag", default=None, help="bag directory (default: r2s_bag_<UTC time>)")
     p.add_argument("--no-record", action="store_true", help="do not start the recorder")
     p.add_argument("--params", default=None, help="parameter YAML (default: launch/<robot>.yaml if present)")
@@ -552,7 +564,7 @@ def cmd_deploy(argv: list[str]) -> int:
         summary = deploy(args.policy, args.robot, sim=args.sim, duration=args.duration, task=args.task,
                          record=not args.no_record, bag_dir=args.bag, params_file=args.params,
                          params=_parse_set(args.set), episodes=args.episodes, log_dir=args.log_dir,
-                         rt_priority=args.rt_priority)
+                         rt_priority=args.rt_priority, operator_episodes=args.operator_episodes)
     except DeployError as e:
         print(f"r2s deploy: {e}", file=sys.stderr)
         return 1
