@@ -188,3 +188,12 @@ def test_replay_leaves_the_episodes_without_an_outcome_out_of_the_training_set(t
     ds = EpisodeDataset(tmp_path / "ds")
     assert [e["outcome"] for e in ds.episodes] == ["success", "failure", "success"]
     assert not math.isnan(ds.episodes[0]["return"])
+
+
+def test_deploy_refuses_operator_marks_beside_a_simulated_task_that_marks_its_own(tmp_path):
+    from stack.ros.deploy import DeployError, deploy
+
+    policy = tmp_path / "p.onnx"
+    policy.write_bytes(b"")  # never loaded: refused before any node starts
+    with pytest.raises(DeployError, match="marks its own episodes"):
+        deploy(str(policy), robot="so101", sim=True, task="push", operator_episodes=True, status=False)

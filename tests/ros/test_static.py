@@ -18,8 +18,9 @@ NODE_MODULES = ("stack.ros.policy_node", "stack.ros.safety_node", "stack.ros.sim
 
 def test_ros_modules_never_import_torch():
     pytest.importorskip("rclpy", reason="rclpy is not importable: install the ROS 2 wheels (the `ros` extra)")
-    mods = [*NODE_MODULES, "stack.ros.deploy", "stack.ros.bag", "stack.ros.safety", "stack.ros.common",
-            "stack.ros.messages", "stack.ros.observation", "stack.ros.episode_tracker",
+    mods = [*NODE_MODULES, "stack.ros.episode_node", "stack.ros.keyboard_operator", "stack.ros.deploy",
+            "stack.ros.bag", "stack.ros.safety", "stack.ros.common", "stack.ros.messages",
+            "stack.ros.observation", "stack.ros.episode_tracker",
             "stack.runtime", "sim.registry", "sim.tasks.reach"]
     code = ("import sys\n" + "".join(f"import {m}\n" for m in mods)
             + "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
