@@ -19,7 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 OPERATORS = {"scripted": "the task's baseline controller takes over when progress stalls (HABC's simulated operator)"}
-NOT_BUILT = {"keyboard": "a keyboard operator (keys for takeover, episode start/end, success/failure)",
+NOT_BUILT = {"keyboard": "a keyboard operator taking over the arm (its episode keys s/e/y/n exist for a real robot: "
+                         "`python -m stack.ros.keyboard_operator` beside `r2s deploy --operator-episodes`)",
              "gamepad": "a gamepad operator"}
 
 
