@@ -2,12 +2,14 @@
 services and with the keyboard keys; the episode node turns them into episode events that the recorder stores; an
 episode ended without an outcome is kept and counted by ``r2s logs info``; malformed marks, a flood of them
 included, are dropped and counted and end no node; between episodes the safety node homes the arm along its limited
-path and holds it at home until the next start."""
+path and holds it at home until the next start; an episode open when the episode node dies ends, at the recorder's
+stop, without an outcome."""
 
 from __future__ import annotations
 
 import io
 import json
+import signal
 import time
 
 import numpy as np
@@ -119,14 +121,17 @@ def test_operator_marks_episodes_the_recorder_stores_them_and_the_arm_homes_betw
         time.sleep(0.2)
         publish_marks(io.StringIO("n\n"), lambda text: marks.publish(String(data=text)), err=io.StringIO())
         assert expect("end", 6)["outcome"] == "failure"
-        # Episode 3 is still open when the graph stops: it ends without an outcome.
+        # Episode 3 is still open when the episode node dies (SIGKILL: no goodbye); the recorder ends it at the stop
+        # without an outcome — not the sim's "timeout", which would be a failure label.
         marks.publish(String(data="START"))
         expect("start", 7)
         time.sleep(0.2)
+        graph.nodes["episodes"].proc.send_signal(signal.SIGKILL)
+        graph.nodes["episodes"].proc.wait(timeout=10)
     finally:
         ros.node.destroy_timer(timer)
         codes = graph.stop()
-    assert codes == dict.fromkeys(KEYS, 0), codes
+    assert codes == {"episodes": -signal.SIGKILL, "recorder": 0, "safety": 0}, codes
 
     # The homing after episode 0: from Q0 to home, within the velocity and acceleration limits.
     during = [m.data for ts, m in status.items if t_end <= ts <= t_home]
@@ -141,8 +146,7 @@ def test_operator_marks_episodes_the_recorder_stores_them_and_the_arm_homes_betw
     log = read_log(bag)
     assert [e.outcome for e in log.episodes] == ["success", None, "failure", None]
     assert all(e.length > 0 for e in log.episodes), [e.length for e in log.episodes]
-    # ended by the episode node's deactivation (or, had that event been lost, by the recorder): no outcome either way
-    assert log.episodes[3].values["reason"] in ("stopped", "recording stopped")
+    assert log.episodes[3].values["reason"] == "recording stopped"
     assert log.topics[topics.EPISODE_EVENT]["count"] >= 10  # the marks are in the bag as sent, malformed ones too
     assert main(["logs", "info", str(bag), "--json"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
