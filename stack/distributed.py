@@ -133,13 +133,13 @@ def all_sum_int(n: int) -> int:
     return int(t.item())
 
 
-def all_gather_list(items: list) -> list:
-    """Every rank's list, concatenated in rank order (small Python lists: finished episodes' returns)."""
+def all_gather_objects(obj) -> list:
+    """Every rank's (small, picklable) ``obj`` in rank order: a rollout's step count and finished episodes."""
     if world_size() == 1:
-        return list(items)
+        return [obj]
     out: list = [None] * world_size()
-    dist.all_gather_object(out, list(items))
-    return [x for part in out for x in part]
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def broadcast_object(obj):
@@ -255,6 +255,6 @@ def offset_generators(generators: dict[str, torch.Generator], seed: int, steps: 
         g.manual_seed(int(np.random.SeedSequence([seed, r, steps, i]).generate_state(1)[0]))
 
 
-__all__ = ["ShardedRunningMeanStd", "all_gather_list", "all_max", "all_mean", "all_reduce_gradients", "all_sum_int",
+__all__ = ["ShardedRunningMeanStd", "all_gather_objects", "all_max", "all_mean", "all_reduce_gradients", "all_sum_int",
            "broadcast_object", "broadcast_parameters", "init_from_env", "is_main", "launched_world_size", "mean_std",
            "offset_generators", "rank", "shard_normalizers", "shutdown", "sync_normalizers", "world_size"]

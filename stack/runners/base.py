@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from stack import checkpoint
+from stack import checkpoint, distributed
 from stack.config import EVAL_SEED_OFFSET, TrainConfig, eval_seed
 from stack.runs import RunDir, default_run_name
 
@@ -50,13 +50,15 @@ def task_kwargs_of(cfg: TrainConfig) -> dict:
     return kwargs
 
 
-def make_envs(cfg: TrainConfig):
+def make_envs(cfg: TrainConfig, num_envs: int | None = None, seed_offset: int = 0):
+    """The training pool of ``cfg`` (``num_envs``: a learner rank's share of ``env.num_envs``; ``seed_offset``: its
+    first env's index in the whole pool, so env i is seeded ``seed + seed_offset + i``)."""
     from sim.pool import make_pool
 
-    kw = {"seed": cfg.seed, "task_kwargs": task_kwargs_of(cfg)}
+    kw = {"seed": cfg.seed + seed_offset, "task_kwargs": task_kwargs_of(cfg)}
     if cfg.env.backend == "pool":
         kw["num_workers"] = cfg.env.num_workers
-    return make_pool(cfg.env.task, cfg.env.num_envs, backend=cfg.env.backend, **kw)
+    return make_pool(cfg.env.task, num_envs or cfg.env.num_envs, backend=cfg.env.backend, **kw)
 
 
 def due(every: int, before: int, now: int) -> bool:
@@ -79,9 +81,16 @@ class Runner:
 
     step_key = "env_steps"
     """The run's step axis (metrics.csv's first column; what eval_every and checkpoint_every count)."""
+    supports_distributed = False
+    """Whether the family runs as several learner processes (``stack.distributed``; the on-policy runner does)."""
 
     def __init__(self, cfg: TrainConfig, name_parts: tuple[str, ...]):
         self.cfg = cfg
+        if distributed.world_size() > 1 and not self.supports_distributed:
+            raise NotImplementedError(f"nproc={distributed.world_size()}: {type(self).__name__} ({cfg.algo}) trains "
+                                      "in one process; several learner processes run algo 'ppo'")
+        self.is_main = distributed.is_main()
+        """Rank 0 (or the only process): the one that evaluates and writes the run directory."""
         torch.set_num_threads(cfg.torch_threads)
         self.device = resolve_device(cfg.device)
         self.resume_from: checkpoint.Checkpoint | None = None
@@ -89,13 +98,18 @@ class Runner:
             path = Path(cfg.resume)
             self.resume_from = checkpoint.load(path, require=())
             self.resume_from.check_matches(algo=cfg.algo)
-            _truncate_metrics(path / "metrics.csv", self.step_key, self.resume_from.env_steps)
+            if self.is_main:
+                _truncate_metrics(path / "metrics.csv", self.step_key, self.resume_from.env_steps)
         else:
             path = Path(cfg.runs_dir) / (cfg.name or default_run_name(*name_parts))
             if (path / "metrics.csv").exists():
                 raise FileExistsError(f"run directory {path} already holds a run; pick another name or pass "
                                       f"resume={str(path)!r}")
-        self.run = RunDir(path, config=cfg, tensorboard=cfg.tensorboard, step_key=self.step_key)
+        path = Path(distributed.broadcast_object(str(path)))  # rank 0's name (a default name has a timestamp)
+        self.run_path = path
+        self.run = RunDir(path, config=cfg, tensorboard=cfg.tensorboard, step_key=self.step_key) \
+            if self.is_main else None
+        """The run directory, on rank 0 only (None on the other ranks)."""
         self.steps = 0
         """Steps of the run's axis done (env steps, or gradient steps offline)."""
         self.last_eval: dict | None = None
@@ -135,14 +149,16 @@ class Runner:
         cfg = self.cfg
         final = self.steps >= self.total_steps
         if (due(cfg.eval_every, before, self.steps) or final) and self.last_eval_step != self.steps \
-                and cfg.eval_episodes > 0 and self.can_evaluate:
+                and cfg.eval_episodes > 0 and self.can_evaluate and self.is_main:
             t0 = time.perf_counter()
             self.last_eval = self.evaluate(video=final and cfg.video)
             self.last_eval_step = self.steps
             row.update(eval_metrics(self.last_eval), eval_s=time.perf_counter() - t0)
-        self.run.log(self.steps, **row)
+        if self.is_main:
+            self.run.log(self.steps, **row)
         if final or due(cfg.checkpoint_every, before, self.steps):
-            self.save_checkpoint()
+            if self.is_main:
+                self.save_checkpoint()
             if not final:
                 self.after_checkpoint()
         return row
@@ -163,7 +179,7 @@ class Runner:
     def common_meta(self) -> dict:
         task, kwargs = self.eval_task
         return {"algo": self.cfg.algo, "task": task, "task_kwargs": kwargs, "seed": self.cfg.seed,
-                "env_steps": self.steps, "step_key": self.step_key, "run_id": self.run.path.name}
+                "env_steps": self.steps, "step_key": self.step_key, "run_id": self.run_path.name}
 
     def save_checkpoint(self) -> Path:
         """checkpoints/latest (and checkpoints/step_<N> with keep_checkpoints), each saved atomically."""
@@ -186,10 +202,12 @@ class Runner:
         from tqdm import tqdm
 
         return tqdm(total=self.total_steps, initial=min(self.steps, self.total_steps), unit="step",
-                    disable=not self.cfg.progress, dynamic_ncols=True, mininterval=1.0, desc=desc)
+                    disable=not (self.cfg.progress and self.is_main), dynamic_ncols=True, mininterval=1.0, desc=desc)
 
     def finish(self, title: str) -> Path:
-        """Video of the final evaluation, learning-curve plot, close the run directory. Returns its path."""
+        """Video of the final evaluation, learning-curve plot, close the run directory (rank 0). Returns its path."""
+        if not self.is_main:
+            return self.run_path
         if self.cfg.video and self.can_evaluate:
             self._write_video()
         try:

@@ -16,6 +16,10 @@ Resume (``cfg.resume=<run dir>``) continues from the latest checkpoint with the 
 all envs with seed ``cfg.seed + env_steps`` (and a resumed run starts with that same reset), so a resumed run
 continues exactly as the uninterrupted one would have — same actions, same minibatches, same metrics (tested).
 The episodes cut short there are treated as truncations (the rollout's last row bootstraps from V).
+
+Several learner processes (``nproc``, ``stack.distributed``; PPO): rank r steps envs r·n … r·n + n − 1 of the run's
+``env.num_envs`` (n = num_envs / nproc, seeded as those envs of one pool), the normaliser statistics are merged after
+every rollout, each gradient step averages the ranks' gradients, and rank 0 alone evaluates, logs and checkpoints.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stack import checkpoint
+from stack import checkpoint, distributed
 from stack.config import AGENCY_ON_POLICY, ON_POLICY, TrainConfig
 from stack.controller import PolicyController
 from stack.normalize import ObsNormalizer, RewardScaler
@@ -62,10 +66,23 @@ def reward_scaling_mode(cfg: TrainConfig) -> str:
 
 
 class OnPolicyRunner(Runner):
+    supports_distributed = True
+
     def __init__(self, cfg: TrainConfig):
+        world = distributed.world_size()
+        if world > 1 and cfg.algo != "ppo":
+            raise NotImplementedError(f"nproc={world}: algo {cfg.algo!r} trains in one process; several learner "
+                                      "processes run algo 'ppo'")
+        if cfg.env.num_envs % world:
+            raise ValueError(f"env.num_envs={cfg.env.num_envs}: with nproc={world} learner processes each steps "
+                             f"num_envs / nproc envs; expected a multiple of {world}")
         super().__init__(cfg, (cfg.algo, cfg.env.task))
-        torch.manual_seed(cfg.seed)
-        self.envs = make_envs(cfg)
+        torch.manual_seed(cfg.seed)  # the same networks on every rank (rank 0's are broadcast below all the same)
+        self.num_envs = cfg.env.num_envs // world
+        """This process's envs: its share of env.num_envs."""
+        self.env_seed_offset = distributed.rank() * self.num_envs
+        """Rank r's env i is env r·num_envs + i of one pool of env.num_envs: ranks never share an env seed."""
+        self.envs = make_envs(cfg, self.num_envs, self.env_seed_offset)
         obs_space, act_space = self.envs.single_observation_space, self.envs.single_action_space
         self.obs_dim, self.act_dim = int(np.prod(obs_space.shape)), int(act_space.shape[0])
         p = cfg.on_policy
@@ -84,17 +101,21 @@ class OnPolicyRunner(Runner):
         self.algo = self.make_algo(pretrained)
         self.base_lr = self.algo.learning_rate
         """The configured learning rate (anneal_lr scales it down linearly)."""
-        self.reward_scaler = RewardScaler(cfg.env.num_envs, p.gamma, clip=p.clip_reward, enabled=p.norm_reward,
+        self.reward_scaler = RewardScaler(self.num_envs, p.gamma, clip=p.clip_reward, enabled=p.norm_reward,
                                           mode=reward_scaling_mode(cfg))
+        distributed.shard_normalizers(self.obs_normalizer, self.reward_scaler)  # merged across ranks per rollout
         # Fine-tuning keeps the pretrained policy's observation statistics: it was trained on them.
         self.collector = RolloutCollector(self.envs, self.obs_normalizer, self.reward_scaler, self.action_scaler,
                                           self.device, update_obs_stats=not cfg.init_from)
-        self.storage = RolloutStorage(p.rollout_steps, cfg.env.num_envs, self.obs_dim, self.act_dim, self.device,
+        self.storage = RolloutStorage(p.rollout_steps, self.num_envs, self.obs_dim, self.act_dim, self.device,
                                       horizon=self.algo.act_steps, extras_spec=self.algo.extras_spec())
         self.iteration = 0
         self.recent_returns: deque[float] = deque(maxlen=20)
         if self.resume_from is not None:
             self.restore(checkpoint.load(cfg.resume, require=tuple(self.algo.policy_modules())))
+        if world > 1:
+            distributed.broadcast_parameters(self.algo.policy_modules().values())
+            distributed.offset_generators(self.algo.generators, cfg.seed, self.steps)  # each rank its own noise
 
     def make_algo(self, pretrained: torch.nn.Module | None):
         """The algorithm this runner drives (the arbitrated runner wraps its backbone)."""
@@ -135,7 +156,11 @@ class OnPolicyRunner(Runner):
         torch.set_rng_state(state["torch_rng"])
 
     def after_checkpoint(self) -> None:
-        self.collector.reset(seed=self.cfg.seed + self.steps)  # a checkpoint is an episode boundary
+        self.collector.reset(seed=self.env_seed(self.steps))  # a checkpoint is an episode boundary
+
+    def env_seed(self, steps: int) -> int:
+        """The seed of this process's first env at a reset after ``steps`` env steps (env i: + i)."""
+        return self.cfg.seed + steps + self.env_seed_offset
 
     # ---- evaluation -----------------------------------------------------------------------------------------------
     def controller(self, seed: int) -> PolicyController:
@@ -147,6 +172,18 @@ class OnPolicyRunner(Runner):
         """One rollout into ``self.storage`` (the arbitrated runner arbitrates inside it)."""
         return self.collector.collect(self.algo, self.storage)
 
+    def merge_rollouts(self, stats: RolloutStats) -> RolloutStats:
+        """Every rank's rollout as one (several learner processes): normaliser statistics merged, env steps summed,
+        finished episodes listed in rank order; the timings stay this process's."""
+        if distributed.world_size() == 1:
+            return stats
+        distributed.sync_normalizers(self.obs_normalizer, self.reward_scaler)
+        parts = distributed.all_gather_objects((stats.steps, stats.episode_returns, stats.episode_lengths,
+                                                stats.successes))
+        return RolloutStats(steps=sum(p[0] for p in parts), episode_returns=[x for p in parts for x in p[1]],
+                            episode_lengths=[x for p in parts for x in p[2]],
+                            successes=[x for p in parts for x in p[3]], env_s=stats.env_s)
+
     def extra_metrics(self) -> dict:
         """Further columns of an iteration's metrics row (none here)."""
         return {}
@@ -154,7 +191,7 @@ class OnPolicyRunner(Runner):
     def learn(self) -> Path:
         cfg, p = self.cfg, self.cfg.on_policy
         total = cfg.total_env_steps
-        self.collector.reset(seed=cfg.seed + self.steps)
+        self.collector.reset(seed=self.env_seed(self.steps))
         bar = self.progress_bar(f"{cfg.algo} {cfg.env.task}")
         t_start = time.perf_counter()
         try:
@@ -164,7 +201,7 @@ class OnPolicyRunner(Runner):
                     self.algo.set_learning_rate(self.base_lr * frac, frac)
                 lr = self.algo.learning_rate
                 t0 = time.perf_counter()
-                stats = self.collect_rollout()
+                stats = self.merge_rollouts(self.collect_rollout())
                 t1 = time.perf_counter()
                 self.algo.compute_returns(self.storage)
                 info = self.algo.update(self.storage)
