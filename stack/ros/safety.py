@@ -236,9 +236,11 @@ class SafetySupervisor:
     def homing(self) -> bool:
         return self._home is not None
 
-    def park(self, home) -> None:
-        """An episode ended: move to ``home`` along the limited path and hold there until ``unpark``."""
-        self.start_homing(home)
+    def park(self, home=None) -> None:
+        """Between episodes: move to ``home`` along the limited path (None: stay where the command is) and hold there
+        until ``unpark``."""
+        if home is not None:
+            self.start_homing(home)
         self.parked = True
 
     def unpark(self) -> None:

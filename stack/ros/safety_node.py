@@ -25,7 +25,8 @@ authority requests are refused while the e-stop is latched.
 
 Between episodes: with ``home_between_episodes`` (a real robot whose operator marks episodes, ``episode_node``) each
 episode ``end`` on ``/r2s/episode`` moves the arm to ``home_pose`` along the same limited path and holds it there
-(status ``hold: between episodes``) until the next ``start``; a start during the homing lets it arrive first.
+(status ``hold: between episodes``) until the next ``start``; a start during the homing lets it arrive first. Before
+the first start the arm holds where it is (or, with ``home_on_activate``, at home).
 
 Run: ``python -m stack.ros.safety_node --ros-args --params-file launch/so101.yaml`` (console script
 ``r2s-safety-node``); lifecycle: configure → activate.
@@ -187,6 +188,8 @@ class SafetyNode(R2sNode):
             self.sup.deactivated = False
             if p.home_on_activate:
                 self.sup.start_homing(self.home)
+            if p.home_between_episodes:  # no episode yet: nothing commands the arm before the operator's first start
+                self.sup.park()
         rate = p.watchdog_rate_hz or min(4.0 * self.spec.control_rate_hz, 200.0)
         self.active = True
         self._watchdog_ticker = Ticker(self, 1.0 / rate, self._watchdog, "watchdog")

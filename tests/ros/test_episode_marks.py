@@ -78,6 +78,8 @@ def test_operator_marks_episodes_the_recorder_stores_them_and_the_arm_homes_betw
             assert got == event, (n, got, values)
             return values
 
+        # Before the first start nothing commands the arm.
+        status.wait_for(lambda m: m.data == "hold: between episodes", timeout=10)
         # Episode 0 by service, ended by a success on the topic (DDS discovery: the first mark may need a retry).
         reply = ros.call(Trigger, topics.EPISODE_SERVICES["start"])
         assert reply.success and reply.message == "episode 0 started"

@@ -132,6 +132,17 @@ def test_a_start_during_the_homing_lets_it_arrive_first_and_an_estop_while_parke
     assert np.ptp(cmds) < 0.25
 
 
+def test_before_the_first_start_the_arm_holds_where_it_is():
+    sup = SafetySupervisor(ARM, timeout_s=10.0)
+    sup.measured([0.7], t=0.0)
+    sup.park()  # the safety node at activation, with home_between_episodes
+    statuses, cmds = _run(sup, 0.0, 5, 2.0)
+    assert set(statuses) == {"hold: between episodes"} and cmds == pytest.approx([0.7] * 5)
+    sup.unpark()
+    statuses, _ = _run(sup, 0.5, 1, 2.0)
+    assert statuses == ["ok"]
+
+
 # ---- the bag: logs info and replay --------------------------------------------------------------------------------
 def _operator_bag(path, version):
     """Four operator-marked episodes of 6 steps: success, end (no outcome), failure, and one cut by a restart."""
