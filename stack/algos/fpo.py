@@ -38,6 +38,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from stack import distributed
 from stack.algos.on_policy import (OnPolicyAlgorithm, explained_variance, masked_mean, normalize_advantages,
                                    ppo_clip_objective, value_loss)
 from stack.config import FPOConfig
@@ -275,14 +276,17 @@ class FPO(OnPolicyAlgorithm):
                 loss, st = self.minibatch_loss(mb)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                distributed.all_reduce_gradients(self.parameters)  # several learner processes: their mean
                 if cfg.max_grad_norm is not None:
                     nn.utils.clip_grad_norm_(self.parameters, cfg.max_grad_norm, foreach=True)
                 self.optimizer.step()
                 stats.append(st)
-        out = {k: float(torch.stack([s[k] for s in stats]).mean()) for k in stats[0] if k != "ratio_dev"}
+        keys = [k for k in stats[0] if k != "ratio_dev"]
+        means = distributed.all_mean(torch.stack([torch.stack([s[k] for s in stats]).mean() for k in keys]))
+        out = dict(zip(keys, means.tolist()))
         # max |r − 1| over the first minibatch of the first epoch: 0 unless acting and updating disagree.
-        out["first_ratio_dev"] = float(stats[0]["ratio_dev"])
-        out["max_ratio_dev"] = float(torch.stack([s["ratio_dev"] for s in stats]).max())
+        out["first_ratio_dev"] = float(distributed.all_max(stats[0]["ratio_dev"]))
+        out["max_ratio_dev"] = float(distributed.all_max(torch.stack([s["ratio_dev"] for s in stats]).max()))
         out["explained_variance"] = explained_variance(b["values"], b["returns"])
         return out
 
@@ -298,6 +302,7 @@ class FPO(OnPolicyAlgorithm):
                 v_loss = value_loss(self.critic(mb["obs"]), mb["values"], mb["returns"], None)
                 self.optimizer.zero_grad(set_to_none=True)
                 (cfg.vf_coef * v_loss).backward()
+                distributed.all_reduce_gradients(self.critic.parameters())
                 if cfg.max_grad_norm is not None:
                     nn.utils.clip_grad_norm_(list(self.critic.parameters()), cfg.max_grad_norm, foreach=True)
                 self.optimizer.step()
@@ -305,7 +310,8 @@ class FPO(OnPolicyAlgorithm):
         self.updates += 1
         with torch.no_grad():
             fitted = self.critic(b["obs"])
-        return {"value_loss": sum(losses) / len(losses), "critic_warmup": 1.0,
+        return {"value_loss": float(distributed.all_mean(torch.tensor(sum(losses) / len(losses)))),
+                "critic_warmup": 1.0,
                 "explained_variance": explained_variance(b["values"], b["returns"]),
                 "explained_variance_after": explained_variance(fitted, b["returns"])}
 

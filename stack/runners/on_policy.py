@@ -17,9 +17,10 @@ all envs with seed ``cfg.seed + env_steps`` (and a resumed run starts with that 
 continues exactly as the uninterrupted one would have — same actions, same minibatches, same metrics (tested).
 The episodes cut short there are treated as truncations (the rollout's last row bootstraps from V).
 
-Several learner processes (``nproc``, ``stack.distributed``; PPO): rank r steps envs r·n … r·n + n − 1 of the run's
-``env.num_envs`` (n = num_envs / nproc, seeded as those envs of one pool), the normaliser statistics are merged after
-every rollout, each gradient step averages the ranks' gradients, and rank 0 alone evaluates, logs and checkpoints.
+Several learner processes (``nproc``, ``stack.distributed``; PPO and FPO): rank r steps envs r·n … r·n + n − 1 of
+the run's ``env.num_envs`` (n = num_envs / nproc, seeded as those envs of one pool), the normaliser statistics are
+merged after every rollout, each gradient step averages the ranks' gradients, and rank 0 alone evaluates, logs and
+checkpoints.
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ from stack.controller import PolicyController
 from stack.normalize import ObsNormalizer, RewardScaler
 from stack.rollout import ActionScaler, RolloutCollector, RolloutStats, RolloutStorage
 from stack.runners.base import Runner, make_envs
+
+
+DISTRIBUTED_ALGOS = ("ppo", "fpo")
+"""The algorithms whose updates reduce over learner processes (``stack.distributed``); DPPO's pair minibatches and
+the agency runners' masked means not yet."""
 
 
 def make_algo(cfg: TrainConfig, obs_dim: int, act_dim: int, device: torch.device,
@@ -70,9 +76,9 @@ class OnPolicyRunner(Runner):
 
     def __init__(self, cfg: TrainConfig):
         world = distributed.world_size()
-        if world > 1 and cfg.algo != "ppo":
+        if world > 1 and cfg.algo not in DISTRIBUTED_ALGOS:
             raise NotImplementedError(f"nproc={world}: algo {cfg.algo!r} trains in one process; several learner "
-                                      "processes run algo 'ppo'")
+                                      f"processes run {DISTRIBUTED_ALGOS}")
         if cfg.env.num_envs % world:
             raise ValueError(f"env.num_envs={cfg.env.num_envs}: with nproc={world} learner processes each steps "
                              f"num_envs / nproc envs; expected a multiple of {world}")
@@ -230,4 +236,4 @@ class OnPolicyRunner(Runner):
         return self.finish(f"{cfg.algo} {cfg.env.task} (seed {cfg.seed})")
 
 
-__all__ = ["OnPolicyRunner", "load_pretrained", "make_algo", "reward_scaling_mode"]
+__all__ = ["DISTRIBUTED_ALGOS", "OnPolicyRunner", "load_pretrained", "make_algo", "reward_scaling_mode"]

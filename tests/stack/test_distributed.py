@@ -1,4 +1,4 @@
-"""Several learner processes (stack.distributed, gloo, 2 CPU processes): one PPO update on two shards equals one
+"""Several learner processes (stack.distributed, gloo, 2 CPU processes): one PPO or FPO update on two shards equals one
 process's update on the concatenated batch, on both ranks alike; merged normaliser statistics equal those of the
 concatenated data; ranks step disjoint env seeds; ``r2s train --nproc 2`` writes one run directory from rank 0.
 
@@ -9,6 +9,7 @@ computed to a file that the tests compare with one process's results.
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import socket
 
@@ -16,8 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from stack.algos.ppo import make_algo
-from stack.config import EnvConfig, PPOConfig, TrainConfig
+from stack.config import EnvConfig, FPOConfig, PPOConfig, TrainConfig
 from stack.normalize import RunningMeanStd
 from stack.rollout import RolloutStorage
 
@@ -28,50 +28,66 @@ T, N_RANK, OBS, ACT = 16, 3, 5, 2
 """The shared synthetic rollout: T decisions × WORLD·N_RANK envs; rank r holds envs r·N_RANK … (r + 1)·N_RANK − 1."""
 
 
-def _algo_cfg() -> TrainConfig:
+ALGOS = ("ppo", "fpo")
+
+
+def _algo_cfg(algo: str) -> TrainConfig:
     # One minibatch per epoch: its gradient is the mean over the whole batch, so two shards' averaged gradients
-    # are the concatenated batch's. Three epochs (three Adam steps); the value clip and advantage normalisation on.
-    return TrainConfig(ppo=PPOConfig(hidden=(16, 16), num_minibatches=1, update_epochs=3, rollout_steps=T,
-                                     target_kl=10.0), seed=3)
+    # are the concatenated batch's. Three epochs (three Adam steps); advantage normalisation on (PPO: value clip).
+    if algo == "ppo":
+        return TrainConfig(ppo=PPOConfig(hidden=(16, 16), num_minibatches=1, update_epochs=3, rollout_steps=T,
+                                         target_kl=10.0), seed=3)
+    return TrainConfig(algo="fpo", policy="flow", seed=3,
+                       fpo=FPOConfig(hidden=(16, 16), critic_hidden=(16, 16), n_mc=4, num_minibatches=1,
+                                     update_epochs=3, rollout_steps=T, max_grad_norm=0.5))
+
+
+def _make_algo(algo: str):
+    cfg = _algo_cfg(algo)
+    torch.manual_seed(cfg.seed)
+    return importlib.import_module(f"stack.algos.{algo}").make_algo(cfg, OBS, ACT)
 
 
 def _storage(algo, envs: slice) -> RolloutStorage:
-    """The synthetic rollout's envs ``envs`` (numbers from one generator, so every process sees the same data; the
-    log-probs and values from the algorithm's own initial networks, as a collector would store them)."""
+    """The synthetic rollout's envs ``envs``: observations, rewards and flags from one numpy generator, actions and
+    extras from the algorithm's ``act`` on every env's observations (its generators seeded alike in every process),
+    so each process holds its slice of one rollout."""
     rng = np.random.default_rng(0)
     n_all = WORLD * N_RANK
-    obs = rng.normal(size=(T, n_all, OBS))[:, envs]
-    actions = rng.normal(size=(T, n_all, ACT))[:, envs]
-    rewards = rng.normal(size=(T, n_all))[:, envs]
-    terminated = (rng.random((T, n_all)) < 0.08)[:, envs]
-    truncated = (rng.random((T, n_all)) < 0.05)[:, envs] & ~terminated
-    n = obs.shape[1]
-    s = RolloutStorage(T, n, OBS, ACT, extras_spec=algo.extras_spec())
-    s.obs.copy_(torch.as_tensor(obs, dtype=torch.float32))
-    s.actions.copy_(torch.as_tensor(actions, dtype=torch.float32)[:, :, None])
-    s.rewards.copy_(torch.as_tensor(rewards, dtype=torch.float32))
-    s.terminated.copy_(torch.as_tensor(terminated))
-    s.truncated.copy_(torch.as_tensor(truncated))
-    s.episode_end.copy_(s.terminated | s.truncated)
+    obs = torch.as_tensor(rng.normal(size=(T, n_all, OBS)), dtype=torch.float32)
+    rewards = torch.as_tensor(rng.normal(size=(T, n_all)), dtype=torch.float32)
+    terminated = torch.as_tensor(rng.random((T, n_all)) < 0.08)
+    truncated = torch.as_tensor(rng.random((T, n_all)) < 0.05) & ~terminated
     with torch.no_grad():
-        flat_obs = s.obs.reshape(-1, OBS)
-        s.values.copy_(algo.critic(flat_obs).reshape(T, n))
-        s.extras["log_probs"].copy_(algo.policy.distribution(flat_obs).log_prob(s.actions[:, :, 0].reshape(-1, ACT))
-                                    .sum(-1).reshape(T, n))
-        following = torch.cat([s.values[1:], algo.critic(s.obs[-1]).unsqueeze(0)])
-        s.next_values.copy_(torch.where(s.episode_end, s.values + 0.5, following))
+        acted = [algo.act(obs[t]) for t in range(T)]
+    n = len(range(n_all)[envs])
+    s = RolloutStorage(T, n, OBS, ACT, horizon=acted[0][0].shape[1], extras_spec=algo.extras_spec())
+    for t, (chunk, extras, values) in enumerate(acted):
+        s.actions[t] = chunk[envs]
+        s.values[t] = values[envs]
+        s.put_extras(t, {k: v[envs] for k, v in extras.items()})
+    s.obs.copy_(obs[:, envs])
+    s.rewards.copy_(rewards[:, envs])
+    s.terminated.copy_(terminated[:, envs])
+    s.truncated.copy_(truncated[:, envs])
+    s.episode_end.copy_(s.terminated | s.truncated)
+    s.executed.fill_(algo.act_steps)
+    with torch.no_grad():
+        following = torch.cat([s.values[1:], algo.value(s.obs[-1]).unsqueeze(0)])
+    s.next_values.copy_(torch.where(s.episode_end, s.values + 0.5, following))
     return s
 
 
-def _one_update(envs: slice) -> tuple[torch.Tensor, dict]:
-    cfg = _algo_cfg()
-    torch.manual_seed(cfg.seed)
-    algo = make_algo(cfg, OBS, ACT)
+def _params(algo) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in algo.parameters])
+
+
+def _one_update(name: str, envs: slice) -> tuple[torch.Tensor, dict]:
+    algo = _make_algo(name)
     storage = _storage(algo, envs)
     algo.compute_returns(storage)
     info = algo.update(storage)
-    params = torch.cat([p.detach().reshape(-1) for p in algo.parameters])
-    return params, info
+    return _params(algo), info
 
 
 def _obs_batches(rank: int) -> list[np.ndarray]:
@@ -90,9 +106,9 @@ def _rank_main(rank: int, port: int, out_dir: str, runs_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
     try:
         result: dict = {}
-        # 1. one PPO update on this rank's shard
-        params, info = _one_update(slice(rank * N_RANK, (rank + 1) * N_RANK))
-        result["params"], result["info"] = params, info
+        # 1. one update of each algorithm on this rank's shard
+        for name in ALGOS:
+            result[name] = _one_update(name, slice(rank * N_RANK, (rank + 1) * N_RANK))
         # 2. normaliser statistics merged twice over a stream of batches
         rms = distributed.ShardedRunningMeanStd(RunningMeanStd((4,)))
         batches = _obs_batches(rank)
@@ -137,24 +153,26 @@ def ranks(tmp_path_factory):
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
 
-def test_both_ranks_hold_identical_parameters_after_an_update(ranks):
-    assert torch.equal(ranks[0]["params"], ranks[1]["params"])
-    assert ranks[0]["info"] == ranks[1]["info"]
+@pytest.mark.parametrize("name", ALGOS)
+def test_both_ranks_hold_identical_parameters_after_an_update(ranks, name):
+    assert torch.equal(ranks[0][name][0], ranks[1][name][0])
+    assert ranks[0][name][1] == ranks[1][name][1]
 
 
-def test_the_update_equals_one_process_on_the_concatenated_batch(ranks):
-    cfg = _algo_cfg()
-    torch.manual_seed(cfg.seed)
-    before = torch.cat([p.detach().reshape(-1) for p in make_algo(cfg, OBS, ACT).parameters])
-    single, info = _one_update(slice(0, WORLD * N_RANK))
+@pytest.mark.parametrize("name", ALGOS)
+def test_the_update_equals_one_process_on_the_concatenated_batch(ranks, name):
+    before = _params(_make_algo(name))
+    single, info = _one_update(name, slice(0, WORLD * N_RANK))
     # each shard alone gives another update: the test would fail without the all-reduce
-    alone, _ = _one_update(slice(0, N_RANK))
+    alone, _ = _one_update(name, slice(0, N_RANK))
     assert (alone - single).abs().max() > 1e-4
     assert (single - before).abs().max() > 5e-4  # three Adam steps of lr 3e-4
-    torch.testing.assert_close(ranks[0]["params"], single, rtol=1e-4, atol=1e-6)
-    for key in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "explained_variance", "epochs",
-                "first_ratio_dev"):
-        assert ranks[0]["info"][key] == pytest.approx(info[key], rel=1e-4, abs=1e-6), key
+    params, got = ranks[0][name]
+    torch.testing.assert_close(params, single, rtol=1e-4, atol=1e-6)
+    keys = [k for k in info if k not in ("std",)]
+    assert {"policy_loss", "value_loss", "approx_kl", "clipfrac", "explained_variance", "first_ratio_dev"} <= set(keys)
+    for key in keys:
+        assert got[key] == pytest.approx(info[key], rel=1e-4, abs=1e-6), key
 
 
 def test_merged_normaliser_statistics_equal_those_of_the_concatenated_data(ranks):
