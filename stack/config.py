@@ -455,6 +455,12 @@ class TrainConfig:
     """'cpu', 'cuda' or 'auto' (cuda when available)."""
     torch_threads: int = 1
     """torch intra-op threads (1 is fastest for small nets on a shared 2-core box)."""
+    workers: str = "local"
+    """Where the sim workers run: 'local' (``env.backend``: the worker pool's processes, or this process), 'ray'
+    (``sim.ray_pool.RayPool`` actors on a local Ray instance, or the cluster ``RAY_ADDRESS`` names) or
+    'ray://HOST:PORT' (RayPool on that Ray cluster through Ray Client; its nodes need the project installed).
+    ``env.num_workers`` is the number of actors (default: one per CPU of the cluster, at most num_envs). Trajectories
+    are the local pool's, bit for bit."""
     nproc: int = 1
     """Learner processes on this machine (``r2s train`` starts them with ``torchrun --standalone``; gloo on CPU, NCCL
     on CUDA): ``env.num_envs`` is split evenly among them (each rank steps its own envs, seeded as env
