@@ -56,9 +56,25 @@ def make_envs(cfg: TrainConfig, num_envs: int | None = None, seed_offset: int = 
     from sim.pool import make_pool
 
     kw = {"seed": cfg.seed + seed_offset, "task_kwargs": task_kwargs_of(cfg)}
+    if ray_address(cfg.workers) is not False:
+        from sim.ray_pool import RayPool
+
+        return RayPool(cfg.env.task, num_envs or cfg.env.num_envs, num_actors=cfg.env.num_workers,
+                       address=ray_address(cfg.workers), **kw)
     if cfg.env.backend == "pool":
         kw["num_workers"] = cfg.env.num_workers
     return make_pool(cfg.env.task, num_envs or cfg.env.num_envs, backend=cfg.env.backend, **kw)
+
+
+def ray_address(workers: str) -> str | None | bool:
+    """``workers`` → False (local workers), None (Ray: a local instance or ``RAY_ADDRESS``) or the Ray address."""
+    if workers == "local":
+        return False
+    if workers == "ray":
+        return None
+    if workers.startswith("ray://"):
+        return workers
+    raise ValueError(f"workers={workers!r}: expected 'local', 'ray' or 'ray://HOST:PORT'")
 
 
 def due(every: int, before: int, now: int) -> bool:
@@ -89,6 +105,7 @@ class Runner:
         if distributed.world_size() > 1 and not self.supports_distributed:
             raise NotImplementedError(f"nproc={distributed.world_size()}: {type(self).__name__} ({cfg.algo}) trains "
                                       "in one process; several learner processes run algo ppo or fpo")
+        ray_address(cfg.workers)  # a bad value refused before the run directory exists
         self.is_main = distributed.is_main()
         """Rank 0 (or the only process): the one that evaluates and writes the run directory."""
         torch.set_num_threads(cfg.torch_threads)

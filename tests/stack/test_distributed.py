@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import importlib
+import importlib.util
 import json
 import socket
 
@@ -227,3 +228,35 @@ def test_r2s_train_nproc_2_writes_one_run_from_rank_0(tmp_path):
     assert yaml.safe_load((run / "config.yaml").read_text())["nproc"] == 2
     assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.yaml", "launch.yaml",
                                                      "learning_curve.png", "metrics.csv"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None,
+                    reason="ray is not installed (the project's `dist` extra: pip install -e '.[dist]')")
+def test_train_workers_ray_logs_what_the_local_pool_logs(tmp_path):
+    import dataclasses
+
+    import ray
+
+    from stack.runners import TIMING_KEYS
+    from stack.train import train
+
+    cfg = TrainConfig(env=EnvConfig(task="point_mass", num_envs=4, backend="sync", num_workers=2), seed=5,
+                      ppo=PPOConfig(hidden=(16, 16), rollout_steps=8, num_minibatches=2, update_epochs=2),
+                      total_env_steps=64, eval_episodes=2, checkpoint_every=10**9, runs_dir=str(tmp_path),
+                      progress=False, tensorboard=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        on_ray = train(dataclasses.replace(cfg, workers="ray", name="ray"))
+    finally:
+        ray.shutdown()
+    local = train(dataclasses.replace(cfg, name="local"))
+
+    def rows(run):
+        with open(run / "metrics.csv") as f:
+            return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in csv.DictReader(f)]
+
+    assert len(rows(local)) == 2
+    assert rows(on_ray) == rows(local)  # 2 actors of 2 envs each: the same trajectories, the same updates
+    with pytest.raises(ValueError, match="workers='rai'"):
+        train(dataclasses.replace(cfg, workers="rai", name="bad"))
+    assert not (tmp_path / "bad").exists()
