@@ -65,7 +65,8 @@ def cmd_train(argv: list[str]) -> int:
     from stack.train import train
 
     run_dir = train(cfg)
-    print(f"run directory: {run_dir}")
+    if os.environ.get("RANK", "0") == "0" and not os.environ.get("R2S_LAUNCHED"):  # one line per run, not per rank
+        print(f"run directory: {run_dir}")
     return 0
 
 
