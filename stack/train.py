@@ -11,6 +11,7 @@ any launcher that sets ``WORLD_SIZE``) joins the process group and trains its ra
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -63,7 +64,7 @@ def launch(cfg: TrainConfig) -> Path:
         yaml.safe_dump(_plain(dataclasses.asdict(cfg)), f, sort_keys=False)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={cfg.nproc}",
            "-m", "stack", "train", "--preset", str(spec)]
-    rc = subprocess.run(cmd).returncode
+    rc = subprocess.run(cmd, env={**os.environ, "R2S_LAUNCHED": "1"}).returncode
     if rc != 0:
         raise RuntimeError(f"nproc={cfg.nproc}: the learner processes failed (exit status {rc}; {' '.join(cmd)})")
     return run_dir
