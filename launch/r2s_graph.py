@@ -22,6 +22,7 @@ EXECUTABLES = {
     "r2s_recorder": "r2s-recorder-node",
     "r2s_safety": "r2s-safety-node",
     "r2s_policy": "r2s-policy-node",
+    "r2s_episodes": "r2s-episode-node",
 }
 
 

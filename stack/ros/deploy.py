@@ -50,6 +50,7 @@ CONSOLE_SCRIPTS = {
     "r2s-safety-node": "stack.ros.safety_node:main",
     "r2s-sim-robot-node": "stack.ros.sim_robot_node:main",
     "r2s-recorder-node": "stack.ros.recorder_node:main",
+    "r2s-episode-node": "stack.ros.episode_node:main",
 }
 
 

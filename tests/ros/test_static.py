@@ -45,7 +45,8 @@ def test_launch_files_compile_and_name_existing_executables_and_parameter_files(
     # Every executable the launch files can start is a console script of ours whose entry point exists.
     from stack.ros import topics
 
-    node_names = {topics.POLICY_NODE, topics.SAFETY_NODE, topics.SIM_ROBOT_NODE, topics.RECORDER_NODE}
+    node_names = {topics.POLICY_NODE, topics.SAFETY_NODE, topics.SIM_ROBOT_NODE, topics.RECORDER_NODE,
+                  topics.EPISODE_NODE}
     for node_name, exe in executables.items():
         assert exe in CONSOLE_SCRIPTS, f"{exe} is not one of the console scripts {sorted(CONSOLE_SCRIPTS)}"
         assert node_name in node_names
@@ -66,7 +67,7 @@ def test_launch_files_compile_and_name_existing_executables_and_parameter_files(
         for c in ast.walk(tree):
             if isinstance(c, ast.Constant) and isinstance(c.value, str) and c.value.endswith(".yaml"):
                 assert (LAUNCH / c.value).is_file(), f"{f.name} names {c.value}, which does not exist"
-    assert started["robot.launch.py"] == ["r2s_recorder", "r2s_safety", "r2s_policy"]
+    assert started["robot.launch.py"] == ["r2s_recorder", "r2s_episodes", "r2s_safety", "r2s_policy"]
     assert started["sim.launch.py"] == ["r2s_sim_robot", "r2s_recorder", "r2s_safety", "r2s_policy"]
 
 
@@ -90,7 +91,8 @@ def test_parameter_files_set_only_declared_parameters():
     from stack.ros import topics
 
     modules = {topics.POLICY_NODE: "stack.ros.policy_node", topics.SAFETY_NODE: "stack.ros.safety_node",
-               topics.SIM_ROBOT_NODE: "stack.ros.sim_robot_node", topics.RECORDER_NODE: "stack.ros.recorder_node"}
+               topics.SIM_ROBOT_NODE: "stack.ros.sim_robot_node", topics.RECORDER_NODE: "stack.ros.recorder_node",
+               topics.EPISODE_NODE: "stack.ros.episode_node"}
     for path in LAUNCH.glob("*.yaml"):
         data = yaml.safe_load(path.read_text())
         assert set(data) <= set(modules), f"{path.name}: unknown node sections {set(data) - set(modules)}"
@@ -101,7 +103,7 @@ def test_parameter_files_set_only_declared_parameters():
 
 
 @pytest.mark.parametrize("module", ["stack.ros.policy_node", "stack.ros.safety_node", "stack.ros.sim_robot_node",
-                                    "stack.ros.recorder_node"])
+                                    "stack.ros.recorder_node", "stack.ros.episode_node"])
 def test_node_help_lists_its_parameters_without_starting(module):
     pytest.importorskip("rclpy", reason="rclpy is not importable: install the ROS 2 wheels (the `ros` extra)")
     code = f"import sys; from {module} import main; sys.exit(main(['x', '--help']))"
