@@ -38,6 +38,7 @@ from torch import nn
 
 from policies.critics import ValueNet
 from policies.diffusion import DiffusionPolicy, FinetunedDiffusionPolicy
+from stack import distributed
 from stack.algos.on_policy import (OnPolicyAlgorithm, explained_variance, masked_mean, normalize_advantages,
                                    ppo_clip_loss, ppo_clip_objective, value_loss)
 from stack.config import DPPOConfig  # torch-free, so TrainConfig.dppo can hold it; the paper's Gym defaults
@@ -197,8 +198,10 @@ class DPPO(OnPolicyAlgorithm):
         authority = storage.extras.get("authority")
         learner = None if authority is None else authority.reshape(n) > 0.5
         total = n * kp
-        mb_size = min(cfg.batch_size, total)
-        num_mb = max(1, total // cfg.batch_size)  # the reference skips the remainder
+        # several learner processes: each takes its share of every minibatch of pairs (batch_size in all)
+        rank_batch = _rank_share(cfg.batch_size, "dppo.batch_size")
+        mb_size = min(rank_batch, total)
+        num_mb = max(1, total // rank_batch)  # the reference skips the remainder
         stats: list[torch.Tensor] = []
         first_ratio_dev = math.nan
         epochs, stop = 0, False
@@ -224,6 +227,7 @@ class DPPO(OnPolicyAlgorithm):
                 self.actor_optimizer.zero_grad(set_to_none=True)
                 self.critic_optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                distributed.all_reduce_gradients([*self.policy.ft_net.parameters(), *self.critic.parameters()])
                 if cfg.max_grad_norm is not None:
                     nn.utils.clip_grad_norm_(self.policy.ft_net.parameters(), cfg.max_grad_norm)
                     nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.max_grad_norm)
@@ -233,20 +237,20 @@ class DPPO(OnPolicyAlgorithm):
                 with torch.no_grad():
                     approx_kl = masked_mean((ratio - 1.0) - log_ratio, rows)
                     if not stats:
-                        first_ratio_dev = float((ratio - 1.0).abs().max())
+                        first_ratio_dev = float(distributed.all_max((ratio - 1.0).abs().max()))
                 stats.append(torch.stack([pg_loss.detach(), v_loss.detach(), bc.detach(), approx_kl, clipfrac,
                                           ratio.detach().mean()]))
-                if cfg.target_kl is not None and float(approx_kl) > cfg.target_kl:
+                if cfg.target_kl is not None and float(distributed.all_mean(approx_kl)) > cfg.target_kl:
                     stop = True
                     break
             if stop:
                 break
         self.updates += 1
-        means = torch.stack(stats).mean(0).tolist()
+        means = distributed.all_mean(torch.stack(stats).mean(0)).tolist()
         out = dict(zip(("policy_loss", "value_loss", "bc_loss", "approx_kl", "clipfrac", "ratio"), means))
         out["explained_variance"] = explained_variance(values, returns)
         out.update(epochs=float(epochs), minibatches=float(len(stats)), first_ratio_dev=first_ratio_dev,
-                   last_approx_kl=float(stats[-1][3]))
+                   last_approx_kl=float(distributed.all_mean(stats[-1][3])))
         return out
 
     def _warm_critic(self, obs: torch.Tensor, values: torch.Tensor, returns: torch.Tensor) -> dict[str, float]:
@@ -254,7 +258,7 @@ class DPPO(OnPolicyAlgorithm):
         returns of the pretrained policy's rollout). The pair minibatches of ``update`` take a few critic steps per
         iteration — a fresh critic would still be near random when the actor starts."""
         cfg, n = self.cfg, obs.shape[0]
-        mb = min(cfg.critic_warmup_batch, n)
+        mb = min(_rank_share(cfg.critic_warmup_batch, "dppo.critic_warmup_batch"), n)
         losses = []
         for _ in range(cfg.critic_warmup_epochs):
             perm = torch.randperm(n, generator=self.shuffle_generator).to(self.device)
@@ -263,6 +267,7 @@ class DPPO(OnPolicyAlgorithm):
                 v_loss = value_loss(self.critic(obs[i]), values[i], returns[i], cfg.clip_vloss_coef)
                 self.critic_optimizer.zero_grad(set_to_none=True)
                 (cfg.vf_coef * v_loss).backward()
+                distributed.all_reduce_gradients(self.critic.parameters())
                 if cfg.max_grad_norm is not None:
                     nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.max_grad_norm)
                 self.critic_optimizer.step()
@@ -270,7 +275,8 @@ class DPPO(OnPolicyAlgorithm):
         self.updates += 1
         with torch.no_grad():
             fitted = self.critic(obs)
-        return {"value_loss": sum(losses) / len(losses), "explained_variance": explained_variance(values, returns),
+        return {"value_loss": float(distributed.all_mean(torch.tensor(sum(losses) / len(losses)))),
+                "explained_variance": explained_variance(values, returns),
                 "explained_variance_after": explained_variance(fitted, returns), "critic_warmup": 1.0,
                 "minibatches": float(len(losses))}
 
@@ -282,6 +288,15 @@ class DPPO(OnPolicyAlgorithm):
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.updates = int(state["updates"])
+
+
+def _rank_share(batch: int, field: str) -> int:
+    """One learner process's share of a minibatch of ``batch`` (all of it in a single process)."""
+    world = distributed.world_size()
+    if batch % world:
+        raise ValueError(f"{field}={batch}: with {world} learner processes each takes {field} / {world} of a "
+                         f"minibatch; expected a multiple of {world}")
+    return batch // world
 
 
 # ---- construction (the runner's entry point) -------------------------------------------------------------------------

@@ -104,7 +104,7 @@ class Runner:
         self.cfg = cfg
         if distributed.world_size() > 1 and not self.supports_distributed:
             raise NotImplementedError(f"nproc={distributed.world_size()}: {type(self).__name__} ({cfg.algo}) trains "
-                                      "in one process; several learner processes run algo ppo or fpo")
+                                      "in one process; several learner processes run algo ppo, fpo or dppo")
         ray_address(cfg.workers)  # a bad value refused before the run directory exists
         self.is_main = distributed.is_main()
         """Rank 0 (or the only process): the one that evaluates and writes the run directory."""

@@ -17,7 +17,7 @@ all envs with seed ``cfg.seed + env_steps`` (and a resumed run starts with that 
 continues exactly as the uninterrupted one would have — same actions, same minibatches, same metrics (tested).
 The episodes cut short there are treated as truncations (the rollout's last row bootstraps from V).
 
-Several learner processes (``nproc``, ``stack.distributed``; PPO and FPO): rank r steps envs r·n … r·n + n − 1 of
+Several learner processes (``nproc``, ``stack.distributed``; PPO, FPO, DPPO): rank r steps envs r·n … r·n + n − 1 of
 the run's ``env.num_envs`` (n = num_envs / nproc, seeded as those envs of one pool), the normaliser statistics are
 merged after every rollout, each gradient step averages the ranks' gradients, and rank 0 alone evaluates, logs and
 checkpoints.
@@ -41,9 +41,9 @@ from stack.rollout import ActionScaler, RolloutCollector, RolloutStats, RolloutS
 from stack.runners.base import Runner, make_envs
 
 
-DISTRIBUTED_ALGOS = ("ppo", "fpo")
-"""The algorithms whose updates reduce over learner processes (``stack.distributed``); DPPO's pair minibatches and
-the agency runners' masked means not yet."""
+DISTRIBUTED_ALGOS = ("ppo", "fpo", "dppo")
+"""The algorithms whose updates reduce over learner processes (``stack.distributed``); the agency runners' not yet
+(a masked mean over each rank's learner steps is not the mean over all ranks' when their counts differ)."""
 
 
 def make_algo(cfg: TrainConfig, obs_dim: int, act_dim: int, device: torch.device,

@@ -1,6 +1,7 @@
-"""Several learner processes (stack.distributed, gloo, 2 CPU processes): one PPO or FPO update on two shards equals one
-process's update on the concatenated batch, on both ranks alike; merged normaliser statistics equal those of the
-concatenated data; ranks step disjoint env seeds; ``r2s train --nproc 2`` writes one run directory from rank 0.
+"""Several learner processes (stack.distributed, gloo, 2 CPU processes): one PPO, FPO or DPPO update on two shards
+equals one process's update on the concatenated batch, on both ranks alike; merged normaliser statistics equal those
+of the concatenated data; ranks step disjoint env seeds; ``r2s train --nproc 2`` writes one run directory from rank 0;
+``--workers ray`` trains on RayPool actors exactly as on the local pool.
 
 The two ranks are spawned once for the module (torch.multiprocessing, a free local port); each writes what it
 computed to a file that the tests compare with one process's results.
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from stack.config import EnvConfig, FPOConfig, PPOConfig, TrainConfig
+from stack.config import DPPOConfig, EnvConfig, FPOConfig, PPOConfig, TrainConfig
 from stack.normalize import RunningMeanStd
 from stack.rollout import RolloutStorage
 
@@ -29,7 +30,7 @@ T, N_RANK, OBS, ACT = 16, 3, 5, 2
 """The shared synthetic rollout: T decisions × WORLD·N_RANK envs; rank r holds envs r·N_RANK … (r + 1)·N_RANK − 1."""
 
 
-ALGOS = ("ppo", "fpo")
+ALGOS = ("ppo", "fpo", "dppo")
 
 
 def _algo_cfg(algo: str) -> TrainConfig:
@@ -38,9 +39,15 @@ def _algo_cfg(algo: str) -> TrainConfig:
     if algo == "ppo":
         return TrainConfig(ppo=PPOConfig(hidden=(16, 16), num_minibatches=1, update_epochs=3, rollout_steps=T,
                                          target_kl=10.0), seed=3)
-    return TrainConfig(algo="fpo", policy="flow", seed=3,
-                       fpo=FPOConfig(hidden=(16, 16), critic_hidden=(16, 16), n_mc=4, num_minibatches=1,
-                                     update_epochs=3, rollout_steps=T, max_grad_norm=0.5))
+    if algo == "fpo":
+        return TrainConfig(algo="fpo", policy="flow", seed=3,
+                           fpo=FPOConfig(hidden=(16, 16), critic_hidden=(16, 16), n_mc=4, num_minibatches=1,
+                                         update_epochs=3, rollout_steps=T, max_grad_norm=0.5))
+    # DPPO from a fresh diffusion policy: one minibatch of every (decision, denoising step) pair
+    return TrainConfig(algo="dppo", policy="diffusion", seed=3,
+                       dppo=DPPOConfig(actor_hidden=(16,), critic_hidden=(16,), denoising_steps=4,
+                                       ft_denoising_steps=2, horizon=2, act_steps=2, rollout_steps=T,
+                                       batch_size=4096, update_epochs=3, max_grad_norm=1.0))
 
 
 def _make_algo(algo: str):
@@ -80,7 +87,7 @@ def _storage(algo, envs: slice) -> RolloutStorage:
 
 
 def _params(algo) -> torch.Tensor:
-    return torch.cat([p.detach().reshape(-1) for p in algo.parameters])
+    return torch.cat([p.detach().reshape(-1) for m in algo.policy_modules().values() for p in m.parameters()])
 
 
 def _one_update(name: str, envs: slice) -> tuple[torch.Tensor, dict]:
@@ -167,7 +174,7 @@ def test_the_update_equals_one_process_on_the_concatenated_batch(ranks, name):
     # each shard alone gives another update: the test would fail without the all-reduce
     alone, _ = _one_update(name, slice(0, N_RANK))
     assert (alone - single).abs().max() > 1e-4
-    assert (single - before).abs().max() > 5e-4  # three Adam steps of lr 3e-4
+    assert (single - before).abs().max() > 2e-4  # three Adam steps of lr ≥ 1e-4
     params, got = ranks[0][name]
     torch.testing.assert_close(params, single, rtol=1e-4, atol=1e-6)
     keys = [k for k in info if k not in ("std",)]
