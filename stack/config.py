@@ -465,8 +465,8 @@ class TrainConfig:
     """Learner processes on this machine (``r2s train`` starts them with ``torchrun --standalone``; gloo on CPU, NCCL
     on CUDA): ``env.num_envs`` is split evenly among them (each rank steps its own envs, seeded as env
     rank·num_envs/nproc + i of one pool) and every gradient step averages theirs, so the batch and minibatches stay
-    the run's total. Under an outer torchrun (``WORLD_SIZE`` set, e.g. several hosts) its world size is used. PPO and
-    FPO (``stack.distributed``)."""
+    the run's total. Under an outer torchrun (``WORLD_SIZE`` set, e.g. several hosts) its world size is used. PPO, FPO
+    and DPPO (``stack.distributed``)."""
     eval_every: int = 100_000
     """Evaluate every this many steps of the run's axis — env steps, gradient steps for BC (0 = only at the end).
     Evaluation env i is reset with seed 1_000_000 + 1000·seed + i (``stack.runners.eval_seed``), never a training
