@@ -107,23 +107,17 @@ def train_config(method: str, task: str, steps: int, seed: int, runs_dir: str, d
     if method == "bc":
         bc = BCConfig(horizon=4, act_steps=4, grad_steps=budget.bc_grad_steps, action_key="action.proposal",
                       policy_kwargs={"hidden": [256, 256, 256], "denoising_steps": 20, "time_emb_dim": 16})
-        return TrainConfig(algo="bc", policy="diffusion", dataset=dataset, bc=bc,
-                           **{**common, "eval_every": budget.bc_grad_steps, "checkpoint_every": budget.bc_grad_steps,
-                              "total_env_steps": 0})
+        return bc_config("diffusion", bc, dataset, common)
     if method == "bc_gauss":
         # lr 1e-2 (the reach_bc preset); σ = e^−1.5 ≈ 0.22 of the delta range: PPO's exploration when it fine-tunes
         bc = BCConfig(grad_steps=3 * budget.bc_grad_steps // 2, lr=1e-2, action_key="action.proposal",
                       policy_kwargs={"hidden": [256, 256], "log_std_init": -1.5})
-        return TrainConfig(algo="bc", policy="gaussian", dataset=dataset, bc=bc,
-                           **{**common, "eval_every": bc.grad_steps, "checkpoint_every": bc.grad_steps,
-                              "total_env_steps": 0})
+        return bc_config("gaussian", bc, dataset, common)
     if method == "bc_flow":
         # one action a decision: FPO++ fine-tunes a horizon-1 flow (its ratio per executed action)
         bc = BCConfig(horizon=1, act_steps=1, grad_steps=budget.bc_grad_steps, action_key="action.proposal",
                       policy_kwargs={"hidden": [256, 256, 256], "euler_steps": 10, "time_emb_dim": 16})
-        return TrainConfig(algo="bc", policy="flow", dataset=dataset, bc=bc,
-                           **{**common, "eval_every": bc.grad_steps, "checkpoint_every": bc.grad_steps,
-                              "total_env_steps": 0})
+        return bc_config("flow", bc, dataset, common)
     if method == "fpo++_bc":
         # small steps on a good start: lr 1e-5 and clip 0.03 (at 3e-5 / 0.05 it collapsed), a warm critic first
         fpo = FPOConfig(variant="fpo++", rollout_steps=128, lr=FPO_BC_LR, critic_lr=30 * FPO_BC_LR, gamma=0.95,
@@ -147,6 +141,15 @@ def train_config(method: str, task: str, steps: int, seed: int, runs_dir: str, d
                           critic_warmup_epochs=20)
         return TrainConfig(algo="dppo", policy="diffusion", init_from=init_from, dppo=dppo, **common)
     raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
+
+
+def bc_config(policy: str, bc, dataset: str | None, common: dict):
+    """A BC run on ``dataset``: no env steps, evaluated and checkpointed once, at its last gradient step."""
+    from stack.config import TrainConfig
+
+    return TrainConfig(algo="bc", policy=policy, dataset=dataset, bc=bc,
+                       **{**common, "eval_every": bc.grad_steps, "checkpoint_every": bc.grad_steps,
+                          "total_env_steps": 0})
 
 
 def success(run_dir: Path) -> float:
