@@ -27,6 +27,18 @@ actor stepping all envs in one thread per core — plus ``actors`` (actors per e
 ``steps_per_s_by_actors_16`` (16 envs on 1 actor and on one actor per CPU, one thread each). Ray joins the cluster
 ``RAY_ADDRESS`` names, or starts a local instance with one CPU per core; ``worker_rss_mb`` is read from
 ``/proc`` and so is null for actors on other nodes.
+
+``backend="genesis"`` (the ``genesis`` extra, in its own venv — see ``sim.genesis_pool``): the same JSON with
+``sim.genesis_pool.GenesisPool`` (all envs in one Genesis scene, stepped in this process) in the pool's place, on
+the task ``reach`` by default (the one task Genesis has here); Genesis runs on the GPU when torch sees one, else on
+its CPU backend (one thread unless ``QD_NUM_THREADS`` says otherwise). There is no threaded variant:
+``pool_threaded_steps_per_s``, ``ratio_to_limit_16_threaded``, ``worker_rss_mb_threaded_16`` and
+``pool_threaded_config`` are null; ``worker_rss_mb`` is this process's peak RSS after the 16-env pool ran
+(``worker_rss_envs`` null: the one process held every pool);
+the limit and ``ratio_to_limit_16`` stay MuJoCo's (``mujoco.rollout`` of the same task). Added:
+``genesis_backend``, ``genesis_precision``, ``genesis_build_s`` (``scene.build`` seconds per env count: kernel
+compilation on a cold cache, ≈ 1 min here, seconds once Quadrants' disk cache holds them) and, outside
+``--quick``, ``genesis_steps_per_s_large`` at ``GENESIS_LARGE_COUNTS`` envs (1k–16k on a GPU, 128 and 1024 on a CPU).
 """
 
 from __future__ import annotations
@@ -40,6 +52,7 @@ import numpy as np
 
 ENV_COUNTS = (1, 8, 16)
 GYM_IDS = {"hopper": "Hopper-v5", "walker2d": "Walker2d-v5", "halfcheetah": "HalfCheetah-v5"}
+GENESIS_LARGE_COUNTS = {"gpu": (1024, 4096, 16384), "cpu": (128, 1024)}
 LIMIT_BATCH = 16
 LIMIT_HORIZON = 25
 """Control steps per limit rollout: random-action Hopper episodes last about this long, so the limit's states
@@ -162,13 +175,38 @@ def _pool_makers(backend: str, cpus: int):
                 lambda task, n, seed: RayPool(task, n, num_actors=1, threads_per_actor=cpus, seed=seed,
                                               actor_options=free))
     if backend == "genesis":
-        raise ValueError("bench sim: backend 'genesis' is not built yet; expected 'mujoco' or 'ray'")
+        from sim.genesis_pool import GenesisPool
+
+        device = _genesis_device()
+        return (lambda task, n, seed: GenesisPool(task, n, seed=seed, backend=device), None)
     raise ValueError(f"bench sim: unknown backend {backend!r}; expected 'mujoco', 'ray' or 'genesis'")
 
 
-def run(task: str = "hopper", quick: bool = False, backend: str = "mujoco") -> dict:
-    """Measure and return env-steps/s of the pool, Gymnasium's vector envs and the physics limit (see module doc)."""
+def _genesis_large(make, task: str, low, high, seed: int, window: float, counts) -> dict[str, float]:
+    """env-steps/s of a Genesis pool at each of ``counts`` envs, one pool at a time (each built, measured, closed)."""
+    out = {}
+    for n in counts:
+        pool = make(task, n, seed)
+        try:
+            out[str(n)] = round(_stepper(pool, n, low, high, seed + n)(window), 1)
+        finally:
+            pool.close()
+    return out
+
+
+def _genesis_device() -> str:
+    import torch
+
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def run(task: str | None = None, quick: bool = False, backend: str = "mujoco") -> dict:
+    """Measure and return env-steps/s of the pool, Gymnasium's vector envs and the physics limit (see module doc).
+    ``task``: default ``hopper`` (``reach`` on the Genesis backend)."""
     from sim.registry import make_task
+
+    if task is None:
+        task = "reach" if backend == "genesis" else "hopper"
 
     rounds, window = (2, 0.5) if quick else (5, 2.0)
     seed = 0
@@ -196,7 +234,8 @@ def run(task: str = "hopper", quick: bool = False, backend: str = "mujoco") -> d
                     envs[("envpool", n)] = ep
         for n in ENV_COUNTS:
             pools[n] = envs[("pool", n)] = make_default(task, n, seed)
-            threaded[n] = envs[("pool_threaded", n)] = make_threaded(task, n, seed)
+            if make_threaded is not None:
+                threaded[n] = envs[("pool_threaded", n)] = make_threaded(task, n, seed)
         if backend == "ray":  # actor scaling at 16 envs: one actor, one thread (the other end is ("pool", 16))
             from sim.ray_pool import RayPool
 
@@ -226,7 +265,9 @@ def run(task: str = "hopper", quick: bool = False, backend: str = "mujoco") -> d
             return {str(n): round(statistics.median(results[(kind, n)]), 1) for n in ENV_COUNTS}
 
         # Peak RSS of a worker with 8 envs: the 16-env pool's workers on 2 cores, else a pool made for it.
-        if all(len(w) == 8 for w in pools[16].worker_envs):
+        if backend == "genesis":  # one process holds every pool
+            rss = [_vm_hwm_mb(os.getpid())]
+        elif all(len(w) == 8 for w in pools[16].worker_envs):
             rss = [_vm_hwm_mb(pid) for pid in pools[16].worker_pids]
         else:
             from sim.pool import WorkerPool
@@ -235,7 +276,7 @@ def run(task: str = "hopper", quick: bool = False, backend: str = "mujoco") -> d
                 _stepper(p8, 8, low, high, seed)(min(window, 0.5))
                 rss = [_vm_hwm_mb(pid) for pid in p8.worker_pids]
         rss = [r for r in rss if r is not None]
-        rss_threaded = [r for r in map(_vm_hwm_mb, threaded[16].worker_pids) if r is not None]
+        rss_threaded = [r for r in map(_vm_hwm_mb, threaded[16].worker_pids) if r is not None] if threaded else []
 
         pool_t, async_t, sync_t = table("pool"), table("async"), table("sync")
         pool16 = pool_t["16"]
@@ -256,13 +297,14 @@ def run(task: str = "hopper", quick: bool = False, backend: str = "mujoco") -> d
             "sync_steps_per_s": sync_t,
             "pool_workers": {str(n): pools[n].num_workers for n in ENV_COUNTS},
             "ratio_to_limit_16": round(statistics.median(ratios["pool"]), 3),
-            "ratio_to_limit_16_threaded": round(statistics.median(ratios["pool_threaded"]), 3),
+            "ratio_to_limit_16_threaded": (round(statistics.median(ratios["pool_threaded"]), 3)
+                                           if ratios["pool_threaded"] else None),
             "speedup_vs_async_16": round(pool16 / async_t["16"], 2) if async_t else None,
             "speedup_vs_sync_16": round(pool16 / sync_t["16"], 2) if sync_t else None,
             "worker_rss_mb": round(max(rss), 1) if rss else None,
             "worker_rss_envs": 8,
             "worker_rss_mb_threaded_16": round(max(rss_threaded), 1) if rss_threaded else None,
-            "pool_threaded_config": {"num_workers": 1, "threads_per_worker": cpus},
+            "pool_threaded_config": {"num_workers": 1, "threads_per_worker": cpus} if threaded else None,
             "load_avg_before": [round(x, 2) for x in load_before],
             "load_avg_after": [round(x, 2) for x in os.getloadavg()],
         }
@@ -275,6 +317,16 @@ def run(task: str = "hopper", quick: bool = False, backend: str = "mujoco") -> d
             result["steps_per_s_by_actors_16"] = {
                 "1": round(statistics.median(results[("ray_1_actor", 16)]), 1),
                 str(pools[16].num_workers): pool16}
+        if backend == "genesis":
+            result["backend"] = "genesis"
+            result["worker_rss_envs"] = None  # one process held the 1-, 8- and 16-env pools
+            result["genesis_backend"] = pools[16].backend
+            result["genesis_precision"] = pools[16].precision
+            result["genesis_build_s"] = {str(n): round(pools[n].build_s, 1) for n in ENV_COUNTS}
+            if not quick:
+                counts = GENESIS_LARGE_COUNTS["cpu" if pools[16].backend == "cpu" else "gpu"]
+                result["genesis_steps_per_s_large"] = _genesis_large(make_default, task, low, high, seed, window,
+                                                                     counts)
         return result
     finally:
         for env in envs.values():
