@@ -45,6 +45,8 @@ BENCHES: dict[str, str] = {
                 "from a fixed checkpoint, many batches of one size (arm in --quick; hopper, halfcheetah, arm in full)",
     "entropy": "PPO with SAC's automatic temperature and entropy-regularised returns vs plain PPO, paired seeds "
                "(reach in --quick; reach and hopper in full)",
+    "wpo": "SAC with the Wasserstein policy optimisation actor step vs SAC's, paired seeds (reach in --quick; reach "
+           "and hopper in full)",
     "sysid": "real-to-sim: fit a perturbed MuJoCo model from synthetic logs (parameter error, tracking error)",
     "replay": "record with the scripted operator through ROS 2, replay the bag with HABC: success before/after",
 }
@@ -185,7 +187,7 @@ def cmd_bench(argv: list[str]) -> int:
                            tasks=[args.task] if args.task else None, steps=args.steps)
     elif args.which == "arm":  # stack.bench.arm.run(quick=..., seeds=...) -> dict
         result = bench.run(quick=args.quick, seeds=args.seeds, device=args.device)
-    elif args.which == "entropy":  # 3 paired seeds even in --quick (a learning claim)
+    elif args.which in ("entropy", "wpo"):  # 3 paired seeds even in --quick (a learning claim)
         result = bench.run(quick=args.quick, seeds=args.seeds)
     elif args.which in ("variance", "sysid", "replay"):  # run(quick=..., seeds=...) -> dict
         result = bench.run(quick=args.quick, seeds=args.seeds or ([args.seed] if args.quick else None))
