@@ -4,58 +4,30 @@ The soft-Q ⇔ policy-gradient equivalence (Schulman, Chen & Abbeel 2017; ``stac
 docs/soft_q_equivalence.md) says soft Q-learning's update is an entropy-regularised policy gradient. This bench puts
 that regulariser into PPO the way SAC tunes it and asks whether it helps:
 
-* ``ppo``: the task's PPO preset (``stack.bench.variance.PRESETS``: reach with delta targets, Hopper CleanRL's), no
-  entropy term (CleanRL's ``ent_coef = 0``);
+* ``ppo``: the task's PPO preset (``PRESETS``: reach with delta targets, Hopper CleanRL's), no entropy term
+  (CleanRL's ``ent_coef = 0``);
 * ``ppo_soft``: the same with ``ppo.auto_entropy`` (α from ``ENT_START``, one Adam step per minibatch on
   α·(H − H̄), H̄ = −act_dim as SAC) and ``ppo.entropy_in_returns`` (GAE on r − α·log π_old(a|s)).
 
-Both runs of a seed share the seed (network init, env seeds, evaluation goals): before/after are paired. Per task and
-variant: the final evaluation return (and success on the arm) as mean ± SE over seeds, the paired difference, α at the
-end. ``--quick`` (< 10 min): reach only at ``QUICK_STEPS``; full: reach at its preset's 300k and Hopper at 1M.
+Both runs of a seed share the seed (network init, env seeds, evaluation goals): the figures are paired
+(``stack.bench.curves``). Per task and variant: the final evaluation return (and success on the arm) as mean ± SE over
+seeds, the paired difference, α at the end. ``--quick`` (< 10 min): reach only at ``QUICK_STEPS``; full: reach at its
+preset's 307k and Hopper at 1M. Measured: docs/soft_q_equivalence.md.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import time
 
-from stack.bench.variance import ppo_curve
+from stack.bench.curves import compare_variants
 
 ENT_START = 0.01
 """α's start (``ppo.ent_coef``): CleanRL's usual entropy coefficient on advantages normalised per minibatch."""
-VARIANTS = {"ppo": {}, "ppo_soft": {"auto_entropy": True, "entropy_in_returns": True, "ent_coef": ENT_START}}
+VARIANTS = {"ppo": {}, "ppo_soft": {"ppo": {"auto_entropy": True, "entropy_in_returns": True, "ent_coef": ENT_START}}}
+PRESETS = {"reach": "reach_ppo_delta", "hopper": "hopper_ppo"}
 QUICK_STEPS = {"reach": 102_400}
 FULL_STEPS = {"reach": 307_200, "hopper": 1_000_000}
-
-
-def final_alpha(run_dir: str) -> float:
-    """α logged at the run's last update (NaN where the run has no tuned temperature)."""
-    import csv
-
-    with open(f"{run_dir}/metrics.csv") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("alpha")]
-    return float(rows[-1]["alpha"]) if rows else math.nan
-
-
-def compare(task: str, steps: int, seeds: list[int], runs_dir: str = "runs") -> dict:
-    from stack.seeds import mean_se
-
-    out: dict = {"task": task, "env_steps": steps, "seeds": list(seeds)}
-    for name, ppo in VARIANTS.items():
-        runs = [ppo_curve(task, steps, s, ppo, f"bench-entropy-{name}", runs_dir) for s in seeds]
-        for r in runs:
-            r["final_alpha"] = final_alpha(r["run_dir"])
-        summary: dict = {"ppo_overrides": ppo, "per_seed": runs}
-        for key in ("eval_return", "eval_success"):
-            if all(r.get(key) for r in runs):
-                summary[f"final_{key}"], summary[f"final_{key}_se"] = mean_se([r[key][-1] for r in runs])
-        out[name] = summary
-    for key in ("eval_return", "eval_success"):
-        if all(r.get(key) for v in VARIANTS for r in out[v]["per_seed"]):
-            diffs = [b[key][-1] - a[key][-1] for a, b in zip(out["ppo"]["per_seed"], out["ppo_soft"]["per_seed"])]
-            out[f"{key}_soft_minus_ppo"], out[f"{key}_soft_minus_ppo_se"] = mean_se(diffs)
-    return out
 
 
 def run(quick: bool = False, seeds: list[int] | None = None, runs_dir: str = "runs",
@@ -68,7 +40,7 @@ def run(quick: bool = False, seeds: list[int] | None = None, runs_dir: str = "ru
     torch.set_num_threads(1)
     seeds = [int(s) for s in (seeds or [1, 2, 3])]
     t0 = time.perf_counter()
-    per_task = {task: compare(task, n, seeds, runs_dir)
+    per_task = {task: compare_variants(PRESETS[task], task, n, seeds, VARIANTS, "bench-entropy", runs_dir)
                 for task, n in (steps or (QUICK_STEPS if quick else FULL_STEPS)).items()}
     return {"quick": quick, "seeds": seeds, "ent_start": ENT_START, "target_entropy": "-act_dim",
             "per_task": per_task, "wall_s": round(time.perf_counter() - t0, 1)}
@@ -84,7 +56,5 @@ if __name__ == "__main__":
     p.add_argument("--steps", type=int, default=None, help="env steps (with --task)")
     p.add_argument("--runs-dir", default="runs")
     args = p.parse_args()
-    chosen = None
-    if args.task:
-        chosen = {args.task: args.steps or FULL_STEPS[args.task]}
+    chosen = {args.task: args.steps or FULL_STEPS[args.task]} if args.task else None
     print(json.dumps(run(quick=args.quick, seeds=args.seeds, runs_dir=args.runs_dir, steps=chosen)))

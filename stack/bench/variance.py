@@ -296,38 +296,18 @@ def summarize(results: list[dict]) -> dict:
 
 
 # ---- learning curves at equal env steps ------------------------------------------------------------------------------
-CURVE_EVALS = 6
-"""Evaluations along each curve (and one at the end)."""
-
-
 def curve(task: str, steps: int, seed: int, action_baseline: bool, runs_dir: str, eval_episodes: int = 20) -> dict:
     """One PPO run (the task's preset) with or without ``ppo.action_baseline``: its evaluation curve."""
-    return ppo_curve(task, steps, seed, {"action_baseline": action_baseline},
-                     f"bench-variance-{'ppo-ab' if action_baseline else 'ppo'}", runs_dir, eval_episodes)
-
-
-def ppo_curve(task: str, steps: int, seed: int, ppo: dict, tag: str, runs_dir: str, eval_episodes: int = 20) -> dict:
-    """One PPO run of the task's preset with the ``ppo`` section's fields overridden: its evaluation curve (env
-    steps, eval return, eval success where the task reports it), wall time and run directory."""
-    import csv
-
+    from stack.bench.curves import CURVE_EVALS, run_curve
     from stack.config import TrainConfig, from_dict
     from stack.runs import default_run_name
-    from stack.train import train
 
+    tag = f"bench-variance-{'ppo-ab' if action_baseline else 'ppo'}"
     cfg = from_dict(TrainConfig, {"eval_every": max(steps // CURVE_EVALS, 1), "eval_episodes": eval_episodes,
-                                  "ppo": dict(ppo), "name": default_run_name(tag, task, f"s{seed}")},
+                                  "ppo": {"action_baseline": action_baseline},
+                                  "name": default_run_name(tag, task, f"s{seed}")},
                     train_config(task, steps, seed, runs_dir))
-    t0 = time.perf_counter()
-    run_dir = train(cfg)
-    with open(run_dir / "metrics.csv") as f:
-        evals = [{k: float(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
-    evals = [r for r in evals if "eval_return" in r]
-    out = {"env_steps": [int(r["env_steps"]) for r in evals], "eval_return": [r["eval_return"] for r in evals],
-           "wall_s": round(time.perf_counter() - t0, 1), "run_dir": str(run_dir)}
-    if evals and "eval_success" in evals[0]:
-        out["eval_success"] = [r["eval_success"] for r in evals]
-    return out
+    return run_curve(cfg)
 
 
 def learning_curves(task: str, steps: int, seeds: list[int], runs_dir: str = "runs") -> dict:
