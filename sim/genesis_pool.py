@@ -111,12 +111,6 @@ class _GenesisReach:
         from robots.so101 import EE_SITE, model_path
 
         kw = dict(task_kwargs)
-        r = kw.get("randomization")
-        if (r if isinstance(r, DomainRandomization) else DomainRandomization.from_dict(r)).enabled:
-            raise ValueError("task_kwargs.randomization: the Genesis backend has no domain randomisation; "
-                             "expected None")
-        if kw.get("render_mode") is not None:
-            raise ValueError("task_kwargs.render_mode: the Genesis backend does not render; expected None")
         self.gs = gs = init_genesis(backend, precision)
         import mujoco
         import torch
@@ -320,6 +314,14 @@ class GenesisPool(_PoolBase):
             raise ValueError(f"task: the Genesis backend has {list(GENESIS_TASKS)}; got {task!r}")
         if backend not in BACKENDS:
             raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+        if str(precision) not in PRECISIONS:
+            raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
+        r = (task_kwargs or {}).get("randomization")
+        if (r if isinstance(r, DomainRandomization) else DomainRandomization.from_dict(r)).enabled:
+            raise ValueError("task_kwargs.randomization: the Genesis backend has no domain randomisation; "
+                             "expected None")
+        if (task_kwargs or {}).get("render_mode") is not None:
+            raise ValueError("task_kwargs.render_mode: the Genesis backend does not render; expected None")
         import_genesis()
         super().__init__(task, num_envs, seed, task_kwargs)
         obs_space = self.single_observation_space

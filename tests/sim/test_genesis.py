@@ -1,0 +1,124 @@
+"""sim.genesis_pool: the reach task on Genesis against the MuJoCo task, and the pool's semantics.
+
+The Genesis tests need the ``genesis`` extra, which lives in its own venv (``.venv-genesis``: it would replace
+packages the main venv pins, see ``sim.genesis_pool.INSTALL_HINT``); without it they skip. They run on Genesis' CPU
+backend with 2–3 envs. The first ``scene.build`` on a machine compiles Genesis' kernels (≈ 65 s on one core here;
+Quadrants caches them in ``~/.cache/quadrants``), later runs take ≈ 15 s (Genesis' init ≈ 8 s, builds seconds):
+hence the ``genesis`` marker. Run them with ``.venv-genesis/bin/python -m pytest -m genesis tests/sim/test_genesis.py``.
+
+Tolerance of the comparison: with targets that keep every joint off its limits and the arm off the table, Genesis'
+rigid solver (MuJoCo's formulation, float32 here) follows MuJoCo's trajectory: per-step rewards agree within 1e-4
+(measured ≤ 6e-6) and joint positions within 1e-3 rad. A joint limit or a contact is resolved with Genesis' own
+constraint parameters, and there the trajectories part (the gripper held closed at its 0 limit differs by up to
+5e-3 rad / 0.9 rad/s): the rollout below keeps the gripper open for that reason.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from sim.core import ActionError
+from sim.genesis_pool import GenesisPool, GenesisUnavailable
+from sim.pool import SyncPool
+
+HAVE_GENESIS = importlib.util.find_spec("genesis") is not None
+skip_no_genesis = pytest.mark.skipif(
+    not HAVE_GENESIS, reason="genesis-world is not importable here (the `genesis` extra lives in its own venv, "
+                             ".venv-genesis: see sim.genesis_pool.INSTALL_HINT)")
+
+REWARD_TOL = 1e-4
+QPOS_TOL = 1e-3
+
+
+def _targets(obs0: np.ndarray, steps: int, seed: int = 0) -> np.ndarray:
+    """Joint targets near each env's start, gripper held open at 0.5 rad (off its limits), [steps, N, 6]."""
+    rng = np.random.default_rng(seed)
+    q0 = obs0[:, :6]
+    t = q0[None] + rng.normal(0.0, 0.05, (steps, *q0.shape))
+    t[..., 5] = 0.5
+    return t
+
+
+# ---- without Genesis: refusals before anything is imported -----------------------------------------------------
+def test_refuses_tasks_and_options_it_lacks():
+    with pytest.raises(ValueError, match=r"task: the Genesis backend has \['reach'\]; got 'hopper'"):
+        GenesisPool("hopper", 2)
+    with pytest.raises(ValueError, match="task_kwargs.randomization"):
+        GenesisPool("reach", 2, task_kwargs={"randomization": {"mass": (0.9, 1.1)}})
+    with pytest.raises(ValueError, match="task_kwargs.render_mode"):
+        GenesisPool("reach", 2, task_kwargs={"render_mode": "rgb_array"})
+    with pytest.raises(ValueError, match="backend: expected one of"):
+        GenesisPool("reach", 2, backend="tpu")
+    with pytest.raises(ValueError, match="precision: expected one of"):
+        GenesisPool("reach", 2, precision="16")
+
+
+@pytest.mark.skipif(HAVE_GENESIS, reason="genesis-world is installed here")
+def test_without_the_extra_says_how_to_install_it():
+    with pytest.raises(GenesisUnavailable, match=r"pip install -e '\.\[dev,genesis\]'"):
+        GenesisPool("reach", 2)
+
+
+# ---- with Genesis (CPU backend, 2-3 envs) -----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def pools():
+    g = GenesisPool("reach", 3, seed=11)
+    m = SyncPool("reach", 3, seed=11)
+    yield g, m
+    g.close()
+    m.close()
+
+
+@pytest.mark.genesis
+@skip_no_genesis
+def test_rollout_rewards_match_mujoco(pools):
+    g, m = pools
+    og, _ = g.reset(seed=11)
+    om, _ = m.reset(seed=11)
+    np.testing.assert_array_equal(og, om)  # the same initial state: drawn by the MuJoCo task for both
+    assert g.obs_layout == m.obs_layout and g.single_observation_space == m.single_observation_space
+    worst = 0.0
+    for a in _targets(og, 30):
+        og, rg, tg, trg, _ = g.step(a)
+        om, rm, tm, trm, _ = m.step(a)
+        worst = max(worst, float(np.abs(rg - rm).max()))
+        np.testing.assert_allclose(og[:, :6], om[:, :6], atol=QPOS_TOL)
+        np.testing.assert_allclose(og[:, 12:15], om[:, 12:15], atol=QPOS_TOL)  # fingertip, m
+        np.testing.assert_array_equal(og[:, 15:], om[:, 15:])  # goal
+        np.testing.assert_array_equal(tg | trg, tm | trm)
+    assert worst < REWARD_TOL, f"largest per-step reward difference {worst:.2e}"
+    assert np.all(rg < 0.0)  # dense reward: −distance (a wrong sign or a zero reward would pass the comparison)
+
+
+@pytest.mark.genesis
+@skip_no_genesis
+def test_autoreset_active_mask_and_bad_actions_as_the_mujoco_pool():
+    kw = {"max_episode_steps": 4, "action_mode": "delta"}
+    with GenesisPool("reach", 2, seed=3, task_kwargs=kw) as g, SyncPool("reach", 2, seed=3, task_kwargs=kw) as m:
+        og, _ = g.reset()
+        om, _ = m.reset()
+        np.testing.assert_array_equal(og, om)
+        with pytest.raises(ActionError, match=r"env index \[1\]"):
+            g.step(np.array([[0.0] * 6, [np.nan] + [0.0] * 5]))
+        np.testing.assert_array_equal(g.step(np.zeros((2, 6)), active=np.array([True, False]))[0][1], og[1])
+        m.step(np.zeros((2, 6)), active=np.array([True, False]))
+        rng = np.random.default_rng(1)
+        ended = 0
+        for _ in range(6):
+            a = rng.uniform(-0.3, 0.3, (2, 6))
+            og, rg, tg, trg, ig = g.step(a)
+            om, rm, tm, trm, im = m.step(a)
+            np.testing.assert_array_equal(trg, trm)  # env 1 idled once: it ends one step after env 0
+            np.testing.assert_allclose(rg, rm, atol=REWARD_TOL)
+            if trg.any():
+                ended += int(trg.sum())
+                np.testing.assert_array_equal(ig["_final_obs"], trg)
+                np.testing.assert_array_equal(ig["episode_length"], im["episode_length"])
+                np.testing.assert_allclose(ig["episode_return"], im["episode_return"], atol=4 * REWARD_TOL)
+                np.testing.assert_allclose(ig["final_obs"][:, :6], im["final_obs"][:, :6], atol=QPOS_TOL)
+                np.testing.assert_array_equal(og[trg], om[trg])  # the next episode's start: the MuJoCo task's draw
+                assert ig["final_info"]["_success"].tolist() == trg.tolist()
+        assert ended == 2
