@@ -6,16 +6,24 @@ An overlay is a small YAML (or JSON) file::
     joints:
       shoulder_pan: {damping: 0.61, frictionloss: 0.04, armature: 0.0085, kp: 37.2}
       ...
-    command_delay_substeps: 2        # recorded for the reader; the model has no delay field
+    command_delay_substeps: 2        # physics substeps between a command's sending and its taking effect
     unidentified: [gripper.kp, ...]  # listed only: never written under ``joints``
 
 Only the joints and fields it names change. ``R2S_ROBOT_OVERLAY=<file>`` makes every model the robot's ``load_model``
-builds (sim tasks, training workers, ``r2s deploy --sim``) carry it: one explicit switch, off when unset.
+builds (sim tasks, training workers, ``r2s deploy --sim``) carry it: one explicit switch, off when unset. The sim
+robot node also takes it as its ``robot_overlay`` parameter (``r2s deploy --sim --robot-overlay FILE``).
+
+A MuJoCo model has no delay field, so ``command_delay_substeps`` is applied by whoever steps the physics, with
+``sim.core.CommandDelay``: the arm tasks (``sim.tasks.arm.ArmTask``: a command sent at a control step takes effect
+that many physics substeps later, the previous one holding until then — ``sim.sysid``'s replay semantics, so a policy
+trained with the overlay sees the delay the fit found) and the sim robot node (``stack.ros.sim_twin``). 0 or absent:
+no delay.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 
 OVERLAY_ENV = "R2S_ROBOT_OVERLAY"
@@ -29,18 +37,27 @@ def overlay_path() -> str:
     return os.environ.get(OVERLAY_ENV, "")
 
 
-def load_overlay(path: str | os.PathLike) -> dict:
-    """Read an overlay file (``.json``: JSON, anything else: YAML) and check its shape."""
+def load_overlay(path: str | os.PathLike, robot: str | None = None) -> dict:
+    """Read an overlay file (``.json``: JSON, anything else: YAML) and check it: its shape, every joint value a
+    finite number >= 0, ``command_delay_substeps`` an integer >= 0 and, given ``robot``, that it is that robot's.
+    A ``ValueError`` names the file, the field and what was expected."""
     with open(path) as f:
         text = f.read()
-    if str(path).endswith(".json"):
-        data = json.loads(text)
-    else:
-        import yaml
+    try:
+        if str(path).endswith(".json"):
+            data = json.loads(text)
+        else:
+            import yaml
 
-        data = yaml.safe_load(text)
+            data = yaml.safe_load(text)
+    except Exception as e:  # json.JSONDecodeError, yaml.YAMLError: say which file
+        raise ValueError(f"robot overlay {path}: not valid {'JSON' if str(path).endswith('.json') else 'YAML'} "
+                         f"({e})") from None
     if not isinstance(data, dict) or not isinstance(data.get("robot"), str):
         raise ValueError(f"robot overlay {path}: expected a mapping with a 'robot' name, got {type(data).__name__}")
+    if robot is not None and data["robot"] != robot:
+        raise ValueError(f"robot overlay {path}: robot is {data['robot']!r}, expected {robot!r} (an overlay "
+                         "calibrates one robot)")
     joints = data.get("joints") or {}
     if not isinstance(joints, dict):
         raise ValueError(f"robot overlay {path}: 'joints' must map joint names to fields, got {type(joints).__name__}")
@@ -49,7 +66,25 @@ def load_overlay(path: str | os.PathLike) -> dict:
         if bad:
             raise ValueError(f"robot overlay {path}: joints.{joint} has unknown field(s) {bad}; expected some of "
                              f"{list(JOINT_FIELDS)}")
+        for field, value in values.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or value < 0:
+                raise ValueError(f"robot overlay {path}: joints.{joint}.{field} must be a finite number >= 0, got "
+                                 f"{value!r}")
+    command_delay_substeps(data, path)
     return data
+
+
+def command_delay_substeps(overlay: dict | None, path: str | os.PathLike = "") -> int:
+    """The overlay's command delay in physics substeps (0 when it names none); anything but an integer >= 0 is a
+    ``ValueError`` naming the field."""
+    value = (overlay or {}).get("command_delay_substeps", 0)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        where = f"robot overlay {path}" if path else "robot overlay"
+        raise ValueError(f"{where}: command_delay_substeps must be an integer >= 0 (physics substeps), got {value!r}")
+    return value
 
 
 def apply_overlay(model, overlay: dict, robot: str) -> None:
@@ -84,4 +119,4 @@ def _joint_actuator(model, jid: int) -> int:
     raise ValueError(f"robot overlay: joint {model.joint(jid).name!r} has no actuator to set kp on")
 
 
-__all__ = ["JOINT_FIELDS", "OVERLAY_ENV", "apply_overlay", "load_overlay", "overlay_path"]
+__all__ = ["JOINT_FIELDS", "OVERLAY_ENV", "apply_overlay", "command_delay_substeps", "load_overlay", "overlay_path"]

@@ -94,12 +94,55 @@ class _Nominal:
         )
 
 
+class CommandDelay:
+    """A command delay line in physics substeps: a ``ctrl`` vector sent takes effect ``delay`` substeps later; the one
+    in force before holds until then (a robot's transport and servo-firmware latency, ``command_delay_substeps`` of a
+    robot overlay). Command ``i`` sent at substep ``i·F`` therefore acts from substep ``i·F + delay`` on — what
+    ``sim.sysid.substep_controls`` replays, so the fitted delay means the same here.
+
+    ``reset(data)`` takes ``data.ctrl`` as the command in force; ``send(data)`` queues ``data.ctrl`` (as an action hook
+    left it) and puts the command in force back; ``step(model, data, n)`` advances ``n`` substeps, switching ``ctrl``
+    at the substeps where queued commands fall due."""
+
+    def __init__(self, delay_substeps: int):
+        if isinstance(delay_substeps, bool) or int(delay_substeps) != delay_substeps or delay_substeps < 0:
+            raise ValueError(f"command_delay_substeps: expected an integer >= 0, got {delay_substeps!r}")
+        self.delay = int(delay_substeps)
+        self._queue: deque[tuple[int, np.ndarray]] = deque()
+        self._t = 0
+        self._in_force: np.ndarray | None = None
+
+    def reset(self, data: mujoco.MjData) -> None:
+        self._queue.clear()
+        self._t = 0
+        self._in_force = data.ctrl.copy()
+
+    def send(self, data: mujoco.MjData) -> None:
+        if self._in_force is None:
+            self.reset(data)
+        self._queue.append((self._t + self.delay, data.ctrl.copy()))
+        data.ctrl[:] = self._in_force
+
+    def step(self, model: mujoco.MjModel, data: mujoco.MjData, nstep: int) -> None:
+        end = self._t + int(nstep)
+        q = self._queue
+        while self._t < end:
+            while q and q[0][0] <= self._t:
+                self._in_force = q.popleft()[1]
+                data.ctrl[:] = self._in_force
+            until = min(end, q[0][0]) if q else end
+            mujoco.mj_step(model, data, nstep=until - self._t)
+            self._t = until
+
+
 class MujocoTask(gym.Env, abc.ABC):
     """Base class. Subclasses set ``robot``, ``obs_layout`` and implement the four hooks.
 
     Action handling (documented, tested): an action of the wrong shape or with NaN/inf raises ``ActionError`` and
     leaves the state untouched; a finite action outside ``action_space`` is clipped to its bounds.
     The time limit lives in the task: ``truncated`` is True at ``max_episode_steps``.
+    ``command_delay_substeps`` > 0: the ``ctrl`` an action sets takes effect that many physics substeps into (or
+    after) its control step, the previous one holding until then (``CommandDelay``; 0: at once, the step unchanged).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
@@ -119,7 +162,9 @@ class MujocoTask(gym.Env, abc.ABC):
         width: int = 320,
         height: int = 240,
         camera: str | int | None = None,
+        command_delay_substeps: int = 0,
     ):
+        self.command_delay = CommandDelay(command_delay_substeps) if command_delay_substeps else None
         self.randomization = (
             randomization if isinstance(randomization, DomainRandomization)
             else DomainRandomization.from_dict(randomization)
@@ -174,6 +219,11 @@ class MujocoTask(gym.Env, abc.ABC):
 
     # ---- Gymnasium API -------------------------------------------------------------------------------------------
     @property
+    def command_delay_substeps(self) -> int:
+        """Physics substeps between an action's ``ctrl`` and its effect (0: none)."""
+        return 0 if self.command_delay is None else self.command_delay.delay
+
+    @property
     def dt(self) -> float:
         """Control period: physics timestep × frame skip."""
         return float(self.model.opt.timestep) * self.frame_skip
@@ -184,6 +234,8 @@ class MujocoTask(gym.Env, abc.ABC):
         mujoco.mj_resetData(self.model, self.data)
         self._reset_model()
         mujoco.mj_forward(self.model, self.data)
+        if self.command_delay is not None:
+            self.command_delay.reset(self.data)  # the reset's ctrl holds until the first command falls due
         self._elapsed = 0
         self._action_queue.clear()
         return self._observe(), {}
@@ -196,7 +248,11 @@ class MujocoTask(gym.Env, abc.ABC):
             action = self._action_queue.popleft() if len(self._action_queue) > self._latency else self._action_queue[0]
         before = self._pre_step()
         self._apply_action(action)
-        mujoco.mj_step(self.model, self.data, nstep=self.frame_skip)
+        if self.command_delay is None:
+            mujoco.mj_step(self.model, self.data, nstep=self.frame_skip)
+        else:
+            self.command_delay.send(self.data)
+            self.command_delay.step(self.model, self.data, self.frame_skip)
         reward, terminated, info = self._reward(action, before)
         self._elapsed += 1
         truncated = self._elapsed >= self.max_episode_steps and not terminated

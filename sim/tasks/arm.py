@@ -14,6 +14,12 @@ Reward: ``reward_type="dense"`` is the task's shaped term + ``success_bonus`` on
 ‖a − a_prev‖²; ``"sparse"`` is 1.0 on success, else 0. ``info`` carries ``success`` and ``goal_reached`` (the same
 flag) and the task's distances. ``terminate_on_success`` ends the episode at the first success (default: it runs to
 the time limit, and staying at the goal keeps ``success`` True).
+
+Robot overlay (``robots.overlay``, from ``r2s sysid``): ``robot_overlay`` (a file; None: the one ``R2S_ROBOT_OVERLAY``
+names, if any; "": none) sets the model's calibrated joint parameters, and its ``command_delay_substeps`` delays each
+joint target by that many of the 2 ms physics substeps (``sim.core.CommandDelay``): within a control step the
+previous target holds for the first N substeps, as ``sim.sysid`` replays a log, so a policy trained with the overlay
+sees the delay the real robot has.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from functools import cache
 import mujoco
 import numpy as np
 
-from robots.overlay import overlay_path
+from robots.overlay import command_delay_substeps, load_overlay, overlay_path
 from robots.so101 import EE_SITE, HOME, SO101, load_model
 from robots.spec import RobotSpec
 from sim.core import DomainRandomization, MujocoTask
@@ -54,6 +60,12 @@ def _shared_model(scene: str, overlay: str = "") -> mujoco.MjModel:
     return load_model(scene, overlay=overlay)
 
 
+@cache
+def _shared_overlay(path: str) -> dict:
+    """The overlay file ``path`` as read (and checked) once per process, beside its ``_shared_model``."""
+    return load_overlay(path, SO101.name)
+
+
 class ArmTask(MujocoTask):
     """Base of the SO-101 tasks. Subclasses set ``scene``, ``obs_layout`` and implement ``_sample_task``,
     ``_task_terms`` and ``_get_obs``."""
@@ -76,6 +88,7 @@ class ArmTask(MujocoTask):
         action_rate_weight: float = 1e-3,
         action_mode: str = "absolute",
         delta_scale: float = 0.1,
+        robot_overlay: str | None = None,
     ):
         if action_mode not in ACTION_MODES:
             raise ValueError(f"action_mode: expected one of {ACTION_MODES}, got {action_mode!r}")
@@ -83,7 +96,9 @@ class ArmTask(MujocoTask):
             raise ValueError(f"delta_scale: expected > 0 (rad per control step), got {delta_scale!r}")
         if reward_type not in ("dense", "sparse"):
             raise ValueError(f"reward_type: expected 'dense' or 'sparse', got {reward_type!r}")
-        model = _shared_model(self.scene, overlay_path())
+        overlay = overlay_path() if robot_overlay is None else str(robot_overlay)
+        delay = command_delay_substeps(_shared_overlay(overlay), overlay) if overlay else 0
+        model = _shared_model(self.scene, overlay)
         if render_mode is not None and (width > model.vis.global_.offwidth or height > model.vis.global_.offheight):
             model = copy.deepcopy(model)
             model.vis.global_.offwidth = max(model.vis.global_.offwidth, width)
@@ -97,8 +112,10 @@ class ArmTask(MujocoTask):
             act_lo, act_hi = lo, hi
         super().__init__(
             model, frame_skip, act_lo, act_hi, max_episode_steps, randomization=randomization, render_mode=render_mode,
-            width=width, height=height, camera=camera,
+            width=width, height=height, camera=camera, command_delay_substeps=delay,
         )
+        self.robot_overlay = overlay
+        """The overlay file this task's model carries ("": none)."""
         self.reward_type = reward_type
         self.terminate_on_success = bool(terminate_on_success)
         self.home_noise = float(home_noise)

@@ -58,10 +58,12 @@ class ReachTask(ArmTask):
         action_rate_weight: float = 1e-3,
         action_mode: str = "absolute",
         delta_scale: float = 0.1,
+        robot_overlay: str | None = None,
     ):
         super().__init__(
             randomization, render_mode, width, height, camera, max_episode_steps, reward_type,
             terminate_on_success, home_noise, success_bonus, action_rate_weight, action_mode, delta_scale,
+            robot_overlay=robot_overlay,
         )
         self.success_threshold = float(success_threshold)
         m = self.model

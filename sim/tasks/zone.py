@@ -80,12 +80,14 @@ class ZoneTask(ArmTask):
         action_rate_weight: float = 1e-3,
         action_mode: str = "absolute",
         delta_scale: float = 0.1,
+        robot_overlay: str | None = None,
         zone_penalty: float = 0.5,
         zone_mode: str = "cost",
     ):
         super().__init__(
             randomization, render_mode, width, height, camera, max_episode_steps, reward_type,
             terminate_on_success, home_noise, success_bonus, action_rate_weight, action_mode, delta_scale,
+            robot_overlay=robot_overlay,
         )
         if not zone_penalty >= 0:
             raise ValueError(f"zone_penalty: expected >= 0 (reward per remaining step), got {zone_penalty!r}")

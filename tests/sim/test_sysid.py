@@ -85,3 +85,26 @@ def test_missing_sysid_extra_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(mujoco, "sysid", types.ModuleType("mujoco.sysid"))
     with pytest.raises(S.SysidUnavailable, match=r"mujoco\[sysid\]"):
         S.fit("so101", [S.Segment(np.zeros((3, 6)), [0.05, 0.1, 0.15], np.zeros((3, 6)), np.zeros(6))])
+
+
+def test_fitted_overlay_makes_the_task_track_the_real_log(fitted, tmp_path):
+    # The round trip: fit -> overlay file -> the reach task (gains, damping, armature and the command delay) replays
+    # the "real" robot's log from its start as the fit's own replay did.
+    from sim.registry import make_task
+
+    _, real, res = fitted
+    path = tmp_path / "so101.yaml"
+    path.write_text(yaml.safe_dump(res.overlay()))
+    seg = real[0]
+
+    def rms(overlay):
+        env = make_task("reach", robot_overlay=overlay, home_noise=0.0, max_episode_steps=len(seg.commands))
+        env.reset(seed=0)
+        assert np.array_equal(env.data.qpos[:6], seg.q0)
+        q = np.array([env.step(c)[0][:6] for c in seg.commands])
+        return env, float(np.sqrt(np.mean((q - seg.qpos) ** 2)))
+
+    env, after = rms(str(path))
+    assert env.command_delay_substeps == res.delay_substeps == 2
+    _, before = rms("")
+    assert after < 0.0025 and after < before / 3, (before, after)
