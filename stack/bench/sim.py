@@ -175,8 +175,9 @@ def _pool_makers(backend: str, cpus: int):
                 lambda task, n, seed: RayPool(task, n, num_actors=1, threads_per_actor=cpus, seed=seed,
                                               actor_options=free))
     if backend == "genesis":
-        from sim.genesis_pool import GenesisPool
+        from sim.genesis_pool import GenesisPool, import_genesis
 
+        import_genesis()  # fail before anything is built where the extra is absent
         device = _genesis_device()
         return (lambda task, n, seed: GenesisPool(task, n, seed=seed, backend=device), None)
     raise ValueError(f"bench sim: unknown backend {backend!r}; expected 'mujoco', 'ray' or 'genesis'")

@@ -62,6 +62,15 @@ def test_without_the_extra_says_how_to_install_it():
         GenesisPool("reach", 2)
 
 
+@pytest.mark.skipif(HAVE_GENESIS, reason="genesis-world is installed here")
+def test_bench_sim_genesis_without_the_extra_exits_2_naming_it(capsys):
+    from stack import cli
+
+    assert cli.main(["bench", "sim", "--backend", "genesis", "--quick"]) == 2
+    err = capsys.readouterr().err
+    assert "r2s bench sim: genesis-world is not importable" in err and ".venv-genesis" in err
+
+
 # ---- with Genesis (CPU backend, 2-3 envs) -----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def pools():
