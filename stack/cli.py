@@ -168,7 +168,13 @@ def cmd_bench(argv: list[str]) -> int:
     bench = importlib.import_module(f"stack.bench.{args.which}")
     seeds = args.seeds or ([args.seed] if args.quick else list(FULL_SEEDS))
     if args.which == "sim":
-        result = bench.run(task=args.task, quick=args.quick, backend=args.backend)  # hopper (reach on genesis)
+        from sim.genesis_pool import GenesisUnavailable
+
+        try:
+            result = bench.run(task=args.task, quick=args.quick, backend=args.backend)  # hopper (reach on genesis)
+        except GenesisUnavailable as e:  # the genesis extra lives in its own venv
+            print(f"r2s bench sim: {e}", file=sys.stderr)
+            return 2
     elif args.which == "ppo":
         steps = args.steps or (100_000 if args.quick else 1_000_000)
         result = over_seeds(bench.run, seeds, task=args.task or "hopper", steps=steps, cleanrl=args.cleanrl)
