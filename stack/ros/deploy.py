@@ -426,12 +426,15 @@ def deploy(policy_path: str, robot: str | None = None, sim: bool = False, durati
            params: dict[str, dict] | None = None, episodes: int = 0, log_dir: str | None = None,
            status: bool = True, stop_timeout_s: float = 10.0, ready_timeout_s: float = 60.0,
            rt_priority: int = 0, stop_event: threading.Event | None = None, operator: dict | None = None,
-           operator_episodes: bool = False) -> dict:
+           operator_episodes: bool = False, robot_overlay: str | None = None) -> dict:
     """Run the graph until ``duration`` s, Ctrl-C, ``stop_event``, or (``--sim`` with ``episodes``, or
     ``operator_episodes``) that many episodes ended. Returns a summary: exit codes, episode outcomes, bag directory,
     log directory, peak RSS. ``operator``: also start the operator node (``stack.ros.operator_node``) with these
     parameters. ``operator_episodes``: the operator marks the episodes (``stack.ros.episode_node``: topic, services,
-    keyboard keys) and the safety node homes the arm between them (``home_between_episodes``)."""
+    keyboard keys) and the safety node homes the arm between them (``home_between_episodes``). ``robot_overlay``
+    (with ``sim``): the sim robot runs with this ``r2s sysid`` overlay (its ``robot_overlay`` parameter; checked here
+    first, so a bad file stops the deploy before any node starts); without it the sim robot reads
+    ``R2S_ROBOT_OVERLAY``, which the nodes inherit."""
     policy_path = str(Path(policy_path).resolve())
     if not Path(policy_path).is_file():
         raise DeployError(f"--policy {policy_path}: no such file (an ONNX policy from `r2s export`)")
@@ -439,6 +442,17 @@ def deploy(policy_path: str, robot: str | None = None, sim: bool = False, durati
     if sim and task is None:
         task = task_for(policy_path, robot)
     task = task or ""
+    if robot_overlay:
+        if not sim:
+            raise DeployError("--robot-overlay: only the sim robot (--sim) takes an overlay; a real robot is "
+                              "calibrated, not overlaid")
+        from robots.overlay import load_overlay
+
+        robot_overlay = str(Path(robot_overlay).resolve())
+        try:
+            load_overlay(robot_overlay, robot)
+        except (OSError, ValueError) as e:
+            raise DeployError(f"--robot-overlay: {e}") from None
     if operator_episodes and sim and task:
         raise DeployError(f"--operator-episodes with --sim task {task!r}: the simulated task marks its own episodes")
     keys = [k for k in START_ORDER if (k != "sim" or sim) and (k != "recorder" or record)
@@ -448,6 +462,7 @@ def deploy(policy_path: str, robot: str | None = None, sim: bool = False, durati
         "policy": {**common, "policy_path": policy_path},
         "safety": {**common, **({"home_between_episodes": True} if operator_episodes else {})},
         "sim": {**common, "task": task, "episodes": int(episodes), "wait_for_reset": True,
+                **({"robot_overlay": robot_overlay} if robot_overlay else {}),
                 "episode_listeners": 2 + int(record) + int(bool(status or episodes)) + int(operator is not None)},
         "recorder": {**common, "task": task,
                      "output_dir": str(Path(bag_dir).resolve()) if bag_dir else ""},
@@ -551,6 +566,9 @@ def cmd_deploy(argv: list[str]) -> int:
                    help="the operator marks episode start/end/success/failure (/r2s/episode_event, "
                         "/r2s/episode/<mark> services, python -m stack.ros.keyboard_operator); the arm homes between "
                         "episodes")
+    p.add_argument("--robot-overlay", default=None, metavar="FILE",
+                   help="with --sim: the robot overlay from `r2s sysid` (calibrated joint parameters and command "
+                        "delay) the sim robot runs with (default: the file R2S_ROBOT_OVERLAY names, if any)")
     p.add_argument("--bag", default=None, help="bag directory (default: r2s_bag_<UTC time>)")
     p.add_argument("--no-record", action="store_true", help="do not start the recorder")
     p.add_argument("--params", default=None, help="parameter YAML (default: launch/<robot>.yaml if present)")
@@ -565,7 +583,8 @@ def cmd_deploy(argv: list[str]) -> int:
         summary = deploy(args.policy, args.robot, sim=args.sim, duration=args.duration, task=args.task,
                          record=not args.no_record, bag_dir=args.bag, params_file=args.params,
                          params=_parse_set(args.set), episodes=args.episodes, log_dir=args.log_dir,
-                         rt_priority=args.rt_priority, operator_episodes=args.operator_episodes)
+                         rt_priority=args.rt_priority, operator_episodes=args.operator_episodes,
+                         robot_overlay=args.robot_overlay)
     except DeployError as e:
         print(f"r2s deploy: {e}", file=sys.stderr)
         return 1

@@ -25,6 +25,12 @@ Domain randomisation: ``randomization`` (JSON of ``sim.core.DomainRandomization`
 task), ``command_latency_s`` (a received command takes effect this much later) and ``joint_noise_std`` (noise on the
 published joint positions and velocities).
 
+Calibration: ``robot_overlay`` (empty: the file ``R2S_ROBOT_OVERLAY`` names, if any) is a robot overlay from
+``r2s sysid`` (``robots.overlay``): its joint damping, friction loss, armature and servo gains go into the model and
+its ``command_delay_substeps`` delays every command by that many physics substeps after the tick it is applied at (on
+top of ``command_latency_s``). The model is built by ``stack.ros.sim_twin.build_twin``; configure logs which overlay
+it loaded and fails, naming the field, on a malformed overlay or one for another robot.
+
 Benchmark support: ``latency_probe_topic`` (the safety node's stamped executed command) times each command that
 answers one of the ``joint_states`` this node published (matched by stamp; a safety hold answers none) from that
 stamp to its arrival here; ``stats_path`` writes, as JSON when the node deactivates, the arrival times of hardware
@@ -56,6 +62,7 @@ from stack.ros.common import (
     stamp_ns, status_array,
 )
 from stack.ros.episode_tracker import EpisodeTracker
+from stack.ros.sim_twin import build_twin, robot_model_path  # noqa: F401  (robot_model_path: its old home)
 
 PARAMS = {
     "robot": ("so101", "registered robot name"),
@@ -69,6 +76,8 @@ PARAMS = {
     "seed": (0, "episode k is reset with seed + k"),
     "randomization": ("{}", "JSON DomainRandomization fields, e.g. {\"mass\": [0.8, 1.2]} (with a task)"),
     "command_latency_s": (0.0, "delay before a received command takes effect"),
+    "robot_overlay": ("", "robot overlay from r2s sysid (calibrated joint parameters, command delay in physics "
+                          "substeps); empty: the file R2S_ROBOT_OVERLAY names, if any"),
     "joint_noise_std": (0.0, "std of Gaussian noise on published joint positions and velocities"),
     "auto_reset": (True, "start the next episode when one ends"),
     "episodes": (0, "start no episode after this many (0: no limit)"),
@@ -84,22 +93,6 @@ PARAMS = {
     "stats_path": ("", "write command arrival times and latencies (JSON) here on deactivation (benchmark)"),
     "diagnostics_period_s": (1.0, "period of the /diagnostics status"),
 }
-
-
-def robot_model_path(spec, model_path: str = "") -> str:
-    """The MJCF of a robot: ``model_path`` if given, else from the spec's ``model_source``."""
-    if model_path:
-        return model_path
-    kind, _, name = spec.model_source.partition(":")
-    if kind == "r2s":
-        import robots
-
-        return os.path.join(os.path.dirname(robots.__file__), "assets", name)
-    if kind == "gymnasium":
-        from robots.locomotion import gymnasium_asset_path
-
-        return gymnasium_asset_path(name)
-    raise ValueError(f"model_source: {spec.model_source!r}; expected r2s:<file> or gymnasium:<file>")
 
 
 class _Trajectory:
@@ -171,54 +164,19 @@ class SimRobotNode(R2sNode):
             f"configured: {spec.name}" + (f" + task {p.task}" if p.task else "") +
             f", joint_states {js_topic} at {1.0 / self.tick_s:g} Hz ({self.substeps} physics steps a tick), "
             f"real-time factor {p.real_time_factor:g}" + (", publishing /clock" if self.sim_clock else ""))
+        self.get_logger().info(self.twin.overlay_line())
         return SUCCESS
 
     def _build_sim(self) -> None:
         p, spec = self.p, self.spec
-        if p.task:
-            from sim.registry import make_task
-
-            kwargs = json.loads(p.task_kwargs or "{}")
-            if kwargs.get("action_mode", "absolute") != "absolute":
-                # The robot contract: commands are absolute joint targets (an exported delta policy converts).
-                raise ValueError(f"task_kwargs: action_mode must be 'absolute' on the robot side, got "
-                                 f"{kwargs['action_mode']!r}")
-            rand = json.loads(p.randomization or "{}")
-            self.task = make_task(p.task, randomization=rand or None, **kwargs)
-            if self.task.robot.name != spec.name:
-                raise ValueError(f"task {p.task!r} simulates robot {self.task.robot.name!r}, not {spec.name!r}")
-            self.model, self.data = self.task.model, self.task.data
-            self.task_topics = {s.source[len("topic:"):]: None for s in self.task.obs_layout
-                                if s.source.startswith("topic:")}
-            offset = 0
-            for s in self.task.obs_layout:
-                if s.source.startswith("topic:"):
-                    self.task_topics[s.source[len("topic:"):]] = slice(offset, offset + s.size)
-                offset += s.size
-            self.frame_skip = self.task.frame_skip
-            if abs(self.task.dt - spec.control_period_s) > 1e-9:
-                self.get_logger().warning(f"task control period {self.task.dt:g} s differs from the robot's "
-                                       f"{spec.control_period_s:g} s: rewards follow the task's")
-        else:
-            self.task = None
-            self.task_topics = {}
-            self.model = mujoco.MjModel.from_xml_path(robot_model_path(spec, p.model_path))
-            self.data = mujoco.MjData(self.model)
-            self.frame_skip = max(1, int(round(spec.control_period_s / self.model.opt.timestep)))
-        m = self.model
-        missing = [n for n in spec.joint_names if mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, n) < 0]
-        if missing:
-            raise ValueError(f"the model has no joint(s) {missing} of robot {spec.name!r}")
-        jids = [m.joint(n).id for n in spec.joint_names]
-        self.qadr = np.array([m.jnt_qposadr[j] for j in jids])
-        self.dadr = np.array([m.jnt_dofadr[j] for j in jids])
-        # Actuator of each joint (robot without a task: the command goes straight to it).
-        self.act_idx = np.full(len(jids), -1)
-        for a in range(m.nu):
-            if m.actuator_trntype[a] == mujoco.mjtTrn.mjTRN_JOINT and m.actuator_trnid[a, 0] in jids:
-                self.act_idx[jids.index(m.actuator_trnid[a, 0])] = a
-        if self.task is None and np.any(self.act_idx < 0):
-            raise ValueError(f"joints without an actuator: {np.array(spec.joint_names)[self.act_idx < 0].tolist()}")
+        self.twin = twin = build_twin(spec, p.task, p.task_kwargs, p.randomization, p.model_path, p.robot_overlay)
+        self.task, self.model, self.data = twin.task, twin.model, twin.data
+        self.task_topics, self.frame_skip = twin.task_topics, twin.frame_skip
+        self.qadr, self.dadr, self.act_idx = twin.qadr, twin.dadr, twin.act_idx
+        self.command_delay = twin.command_delay
+        if self.task is not None and abs(self.task.dt - spec.control_period_s) > 1e-9:
+            self.get_logger().warning(f"task control period {self.task.dt:g} s differs from the robot's "
+                                      f"{spec.control_period_s:g} s: rewards follow the task's")
 
     def on_activate(self, state):
         p = self.p
@@ -322,7 +280,11 @@ class SimRobotNode(R2sNode):
             self._apply_commands(self._now_s())
             if eps.in_episode and self._ctrl_steps == 0:
                 self._before = self.task._pre_step()
-            mujoco.mj_step(m, d, nstep=self.substeps)
+            if self.command_delay is None:
+                mujoco.mj_step(m, d, nstep=self.substeps)
+            else:  # the overlay's command delay: what _apply_commands set acts command_delay_substeps later
+                self.command_delay.send(d)
+                self.command_delay.step(m, d, self.substeps)
             self.sim_time += self.tick_s
             self._ctrl_steps += self.substeps
             if eps.in_episode and self._ctrl_steps >= self.frame_skip:
@@ -407,6 +369,8 @@ class SimRobotNode(R2sNode):
             mujoco.mj_forward(self.model, self.data)
         self.command = self.data.qpos[self.qadr].copy()
         self._apply_commands(self._now_s())
+        if self.command_delay is not None:
+            self.command_delay.reset(self.data)  # the reset pose's command holds until the first one falls due
         if start_values:
             self._publish_episode("start", start_values)
 
