@@ -4,7 +4,8 @@ Reads the bag (``stack.data.logs.read_log``): per episode, the observed joint po
 named like the robot's joints, at their stamps) and the executed command of each step (sent at the step's stamp).
 ``sim.sysid.fit`` replays the commands from each episode's first observation and fits the joint parameters and the
 command delay; the identified values go to a robot-spec overlay (``robots.overlay``; ``R2S_ROBOT_OVERLAY=<file>``
-makes sim, training and ``r2s deploy --sim`` use it) and a plot of real vs sim trajectories beside it.
+makes sim, training and ``r2s deploy --sim`` use it, ``r2s deploy --sim --robot-overlay FILE`` the sim robot alone;
+the arm tasks and the sim robot apply its command delay too) and a plot of real vs sim trajectories beside it.
 """
 
 from __future__ import annotations

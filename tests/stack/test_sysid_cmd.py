@@ -47,3 +47,15 @@ def test_sysid_cli_fits_a_recorded_bag_and_writes_overlay_and_plot(tmp_path, cap
     assert "gripper.kp" in overlay["unidentified"] and "gripper" not in overlay["joints"]
     assert printed["after"] < printed["before"] / 3
     assert (tmp_path / "so101.png").stat().st_size > 10_000
+    # The file r2s sysid wrote is what the sim runs: the reach task and the sim robot's model carry its gains and
+    # its command delay.
+    from sim.registry import make_task
+    from stack.ros.sim_twin import build_twin
+
+    task = make_task("reach", robot_overlay=str(out))
+    twin = build_twin(S.Arm("so101").spec, robot_overlay=str(out))
+    assert task.command_delay_substeps == 1 and twin.command_delay.delay == 1
+    for model in (task.model, twin.model):
+        for joint in ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll"):
+            assert model.actuator_gainprm[model.actuator(joint).id, 0] == overlay["joints"][joint]["kp"]
+        assert model.actuator_gainprm[model.actuator("gripper").id, 0] == 40.0  # unidentified: the model's own
