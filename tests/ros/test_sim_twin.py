@@ -3,6 +3,8 @@ with or without a task, its command delay, and clear refusals; then the node its
 
 from __future__ import annotations
 
+import time
+
 import mujoco
 import numpy as np
 import pytest
@@ -130,17 +132,30 @@ def test_deploy_checks_the_overlay_before_starting_any_node(tmp_path):
 
 
 # ---- the node as a process ---------------------------------------------------------------------------------------
-def test_the_node_logs_its_overlay_and_refuses_a_bad_one(ros, tmp_path):
+def test_the_node_logs_its_overlay_runs_with_it_and_refuses_a_bad_one(ros, tmp_path):
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Float64MultiArray
+
     from stack.ros.deploy import Graph
 
     good = _overlay(tmp_path)
     bad = _overlay(tmp_path, "bad.yaml", joints={"elbow_flex": {"kp": -1.0}})
-    graph = Graph({"sim": {"robot": "so101", "robot_overlay": good}}, log_dir=tmp_path / "good")
+    js = ros.listen(JointState, SO101.joint_states_topic)
+    graph = Graph({"sim": {"robot": "so101", "task": "reach", "robot_overlay": good, "real_time_factor": 4.0}},
+                  log_dir=tmp_path / "good")
     graph.start(["sim"])
     try:
-        assert graph.client.transition("r2s_sim_robot", "configure", 60)
+        graph.up(["sim"], timeout_s=60)
         log = graph.nodes["sim"].log_path.read_text()
         assert f"robot overlay {good}: 3 value(s) on 2 joint(s)" in log and "command delay 2 substep(s)" in log, log
+        # The delayed physics loop runs: a command still moves the arm.
+        js.wait_for(lambda m: True, timeout=10)
+        target = np.array(js.last().position)
+        target[2] += 0.3
+        t0 = time.monotonic()
+        ros.publisher(Float64MultiArray, SO101.command_topic).publish(Float64MultiArray(data=target.tolist()))
+        js.wait_for(lambda m: abs(m.position[2] - target[2]) < 0.03, since=t0, timeout=10)
+        graph.check_alive()
     finally:
         assert graph.stop() == {"sim": 0}
     graph = Graph({"sim": {"robot": "so101", "robot_overlay": bad}}, log_dir=tmp_path / "bad")
