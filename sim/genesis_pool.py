@@ -104,13 +104,15 @@ def _rotate_x(quat: np.ndarray, length: float) -> np.ndarray:
     return length * np.stack((1.0 - 2.0 * (y * y + z * z), 2.0 * (x * y + w * z), 2.0 * (x * z - w * y)), axis=1)
 
 
-class _GenesisReach:
-    """The reach task on ``num_envs`` envs of one Genesis scene, stepping the pool's arrays in place."""
+class _GenesisBatch:
+    """``num_envs`` envs of one MuJoCo task class in one Genesis scene, stepping the pool's arrays in place.
 
-    def __init__(self, cls, task_kwargs: dict, num_envs: int, arrays: dict, backend: str, precision: str):
-        from robots.so101 import EE_SITE, model_path
+    A subclass says which MJCF file Genesis loads (``mjcf``), how actions drive the entity (``_apply``) and how the
+    observation, reward and termination follow from the state (``_outcome``); this class owns the scene, the resets
+    (drawn by a MuJoCo instance of the task, one generator per env), the ``active`` mask and the autoreset."""
 
-        kw = dict(task_kwargs)
+    def __init__(self, cls, task_kwargs: dict, num_envs: int, arrays: dict, backend: str, precision: str,
+                 rigid_options: dict | None = None):
         self.gs = gs = init_genesis(backend, precision)
         import mujoco
         import torch
@@ -118,74 +120,106 @@ class _GenesisReach:
         self.torch = torch
         self.n = num_envs
         # The MuJoCo task draws every reset (one generator per env) and holds the task's parameters.
-        self.sampler = cls(**kw)
-        s = self.sampler
+        self.sampler = s = cls(**dict(task_kwargs))
         self.gens: list = [None] * num_envs
-        self.lo, self.hi = s.joint_low, s.joint_high
-        self.delta = s.action_mode == "delta"
-        self.delta_scale = s.delta_scale
-        self.sparse = s.reward_type == "sparse"
-        self.threshold = s.success_threshold
-        self.bonus = s.success_bonus
-        self.rate_w = s.action_rate_weight
-        self.terminate_on_success = s.terminate_on_success
         self.max_steps = s.max_episode_steps
         m = s.model
-        site = m.site(EE_SITE)
-        self.gripper_body = m.body(int(site.bodyid[0])).name
-        if np.any(site.pos[1:] != 0.0) or np.any(site.quat != (1.0, 0.0, 0.0, 0.0)):
-            raise RuntimeError(f"{EE_SITE}: expected on its body's x axis, found at {site.pos.tolist()}")
-        self.ee_offset = float(site.pos[0])
-
+        # Genesis has Euler, implicitfast and an approximate implicitfast: RK4 (Gymnasium's locomotion) maps to Euler.
+        integrator = mujoco.mjtIntegrator(m.opt.integrator).name.removeprefix("mjINT_").lower()
+        name = {"implicitfast": "implicitfast", "implicit": "implicitfast", "euler": "Euler", "rk4": "Euler"}[
+            integrator]
+        self.integrator = name
         scene = gs.Scene(
             sim_options=gs.options.SimOptions(dt=s.dt, substeps=s.frame_skip),
-            rigid_options=gs.options.RigidOptions(integrator=gs.integrator.implicitfast),
+            rigid_options=gs.options.RigidOptions(**{**self._rigid_defaults(m, mujoco, gs, name),
+                                                     **(rigid_options or {})}),
             show_viewer=False,
         )
-        self.arm = scene.add_entity(gs.morphs.MJCF(file=model_path("arm")))
+        self.ent = scene.add_entity(gs.morphs.MJCF(file=self.mjcf(s)))
         t0 = time.perf_counter()
         scene.build(n_envs=num_envs)
         self.build_s = time.perf_counter() - t0
         self.scene = scene
-        names = [j.name for j in self.arm.joints]
-        if names[: len(s.robot.joint_names)] != list(s.robot.joint_names) or self.arm.n_dofs != len(names):
-            raise RuntimeError(f"genesis: the arm's joints are {names}; expected {list(s.robot.joint_names)}")
+        names = [j.name for j in self.ent.joints]
+        want = [m.joint(j).name for j in range(m.njnt)]
+        if names != want or self.ent.n_dofs != m.nv or self.ent.n_qs != m.nq:
+            raise RuntimeError(f"genesis: the entity's joints are {names}; the MuJoCo model's are {want}")
         self._copy_dof_params(m, mujoco)
-        self.link = self.arm.get_link(self.gripper_body)
-        self.all_idx = torch.arange(num_envs, device=gs.device)
+        self.device = gs.device
 
         a = arrays
         self.actions, self.obs, self.final_obs = a["actions"], a["obs"], a["final_obs"]
         self.reward, self.terminated, self.truncated = a["reward"], a["terminated"], a["truncated"]
         self.success, self.has_success = a["success"], a["has_success"]
         self.seeds, self.seed_mask, self.active = a["seeds"], a["seed_mask"], a["active"]
-        self.target = np.zeros((num_envs, len(names)))
-        self.prev = np.zeros_like(self.target)
-        self.goal = np.zeros((num_envs, 3))
         self.elapsed = np.zeros(num_envs, dtype=np.int64)
+        self._init_task(s, m)
 
-    def _copy_dof_params(self, m, mujoco) -> None:
-        """Lay the MuJoCo model's servo and joint parameters (a robot overlay included) over those Genesis parsed from
-        the file, where they differ (each setter may compile a kernel: skipped when nothing changed)."""
-        jids = [m.joint(n).id for n in self.sampler.robot.joint_names]
-        dofs = m.jnt_dofadr[jids]
-        acts = [next(a for a in range(m.nu) if m.actuator_trntype[a] == mujoco.mjtTrn.mjTRN_JOINT
-                     and m.actuator_trnid[a, 0] == j) for j in jids]
-        want = {
-            "kp": m.actuator_gainprm[acts, 0],
-            "damping": m.dof_damping[dofs],
-            "armature": m.dof_armature[dofs],
-            "frictionloss": m.dof_frictionloss[dofs],
+    @staticmethod
+    def _rigid_defaults(m, mujoco, gs, integrator: str) -> dict:
+        """Genesis' rigid options that the MuJoCo model implies: its integrator, and joint limits / contacts off where
+        the model's disable flags turn them off."""
+        flags = int(m.opt.disableflags)
+        return {
+            "integrator": getattr(gs.integrator, integrator),
+            "enable_joint_limit": not flags & int(mujoco.mjtDisableBit.mjDSBL_LIMIT),
+            "enable_collision": not flags & int(mujoco.mjtDisableBit.mjDSBL_CONTACT),
         }
-        for name, value in want.items():
-            have = _as_numpy(getattr(self.arm, f"get_dofs_{name}")())
-            have = have[0] if have.ndim == 2 else have
-            if not np.allclose(have, value, rtol=1e-6, atol=1e-9):
-                getattr(self.arm, f"set_dofs_{name}")(self.torch.as_tensor(value, dtype=self.gs.tc_float))
 
-    # ---- resets ---------------------------------------------------------------------------------------------------
+    # ---- subclass hooks -------------------------------------------------------------------------------------------
+    def mjcf(self, sampler) -> str:
+        raise NotImplementedError
+
+    def _init_task(self, sampler, model) -> None:
+        """Read the task's parameters from the MuJoCo ``sampler``; allocate per-env task state."""
+
+    def _on_reset(self, idx: np.ndarray, obs: np.ndarray, qpos: np.ndarray) -> None:
+        """Task state of the envs ``idx`` just reset (their first observations ``obs`` and ``qpos``, rows in ``idx``
+        order)."""
+
+    def _apply(self, active: np.ndarray | None) -> None:
+        """Set every env's controls from ``self.actions`` (``active``: None when all step; idle envs' controls may
+        be anything: their state is put back after the step)."""
+        raise NotImplementedError
+
+    def _outcome(self, active: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """(obs, reward, terminated, success or None) of every env after the step, from Genesis' state; task state
+        (previous actions, positions) is updated for the ``active`` envs only (all when None)."""
+        raise NotImplementedError
+
+    # ---- shared -----------------------------------------------------------------------------------------------------
+    def _copy_dof_params(self, m, mujoco) -> None:
+        """Lay the MuJoCo model's joint parameters (a robot overlay included) and position-servo gains over those
+        Genesis parsed from the file, where they differ (each setter may compile a kernel: skipped when equal)."""
+        want = {"damping": m.dof_damping, "armature": m.dof_armature, "frictionloss": m.dof_frictionloss}
+        kp = np.full(m.nv, np.nan)
+        for a in range(m.nu):
+            if (m.actuator_trntype[a] == mujoco.mjtTrn.mjTRN_JOINT
+                    and m.actuator_biastype[a] == mujoco.mjtBias.mjBIAS_AFFINE
+                    and m.actuator_biasprm[a, 1] == -m.actuator_gainprm[a, 0]):  # a position servo
+                kp[m.jnt_dofadr[m.actuator_trnid[a, 0]]] = m.actuator_gainprm[a, 0]
+        for name, value in want.items():
+            self._set_where_different(name, np.arange(m.nv), value)
+        servo = np.flatnonzero(~np.isnan(kp))
+        if servo.size:
+            self._set_where_different("kp", servo, kp[servo])
+
+    def _set_where_different(self, name: str, dofs: np.ndarray, value: np.ndarray) -> None:
+        have = _as_numpy(getattr(self.ent, f"get_dofs_{name}")(dofs_idx_local=dofs.tolist()))
+        have = have[0] if have.ndim == 2 else have
+        if not np.allclose(have, value, rtol=1e-6, atol=1e-9):
+            getattr(self.ent, f"set_dofs_{name}")(self.torch.as_tensor(value, dtype=self.gs.tc_float),
+                                                  dofs_idx_local=dofs.tolist())
+
+    def _tensor(self, x):
+        return self.torch.as_tensor(np.asarray(x), dtype=self.gs.tc_float, device=self.device)
+
+    def _idx(self, idx: np.ndarray):
+        return self.torch.as_tensor(idx, device=self.device)
+
     def _draw(self, i: int, seed: int | None, options: dict | None) -> np.ndarray:
-        """Env ``i``'s next initial observation, drawn by the MuJoCo task from env ``i``'s generator."""
+        """Env ``i``'s next initial observation, drawn by the MuJoCo task from env ``i``'s generator (the sampler's
+        ``data`` then holds that initial state)."""
         s = self.sampler
         if seed is not None:
             obs = s.reset(seed=seed, options=options)[0]
@@ -197,87 +231,56 @@ class _GenesisReach:
         self.gens[i] = s.np_random
         return obs
 
-    def _reset_envs(self, idx: np.ndarray, seeds: list, options: dict | None, obs_out: np.ndarray) -> None:
-        q0 = np.empty((len(idx), self.target.shape[1]))
+    def _reset_envs(self, idx: np.ndarray, seeds: list, options: dict | None) -> None:
+        m = self.sampler.model
+        qpos = np.empty((len(idx), m.nq))
+        qvel = np.empty((len(idx), m.nv))
+        first = np.empty((len(idx), self.obs.shape[1]))
+        d = self.sampler.data
         for k, (i, seed) in enumerate(zip(idx.tolist(), seeds)):
-            o = self._draw(i, seed, options)
-            obs_out[i] = o
-            q0[k] = o[: q0.shape[1]]
-            self.goal[i] = o[-3:]
-        t = self.torch.as_tensor(q0, dtype=self.gs.tc_float)
-        envs = self.torch.as_tensor(idx, device=self.gs.device)
-        self.arm.set_dofs_position(t, envs_idx=envs, zero_velocity=True)
-        self.arm.control_dofs_position(t, envs_idx=envs)
-        self.target[idx] = q0
-        self.prev[idx] = q0
+            first[k] = self._draw(i, seed, options)
+            qpos[k] = d.qpos
+            qvel[k] = d.qvel
+        envs = self._idx(idx)
+        self.ent.set_qpos(self._tensor(qpos), envs_idx=envs, zero_velocity=True)
+        if np.any(qvel):
+            self.ent.set_dofs_velocity(self._tensor(qvel), envs_idx=envs)
+        self.obs[idx] = first
         self.elapsed[idx] = 0
+        self._on_reset(idx, first, qpos)
 
     def reset(self, options: dict | None) -> None:
-        idx = np.arange(self.n)
         seeds = [int(self.seeds[i]) if self.seed_mask[i] else None for i in range(self.n)]
-        self._reset_envs(idx, seeds, options, self.obs)
+        self._reset_envs(np.arange(self.n), seeds, options)
         self.has_success[:] = False
 
-    # ---- steps ----------------------------------------------------------------------------------------------------
     def step(self) -> None:
-        torch, gs = self.torch, self.gs
-        nj = self.target.shape[1]
         active = self.active
-        all_active = bool(active.all())
-        if not all_active:
-            idle = np.flatnonzero(~active)
-            idle_t = torch.as_tensor(idle, device=gs.device)
-            saved_q = self.arm.get_dofs_position(envs_idx=idle_t).clone()
-            saved_qd = self.arm.get_dofs_velocity(envs_idx=idle_t).clone()
-        a = self.actions
-        if self.delta:
-            target = np.clip(self.obs[:, :nj] + self.delta_scale * np.clip(a, -1.0, 1.0), self.lo, self.hi)
-        else:
-            target = a.copy()
-        if not all_active:
-            target[~active] = self.target[~active]
-        self.arm.control_dofs_position(torch.as_tensor(target, dtype=gs.tc_float))
+        mask = None if active.all() else active.copy()
+        if mask is not None:  # Genesis steps every env of the scene: the idle ones are put back after
+            idle = self._idx(np.flatnonzero(~mask))
+            saved_q = self.ent.get_qpos(envs_idx=idle).clone()
+            saved_qd = self.ent.get_dofs_velocity(envs_idx=idle).clone()
+        self._apply(mask)
         self.scene.step()
-        if not all_active:
-            self.arm.set_dofs_position(saved_q, envs_idx=idle_t, zero_velocity=False)
-            self.arm.set_dofs_velocity(saved_qd, envs_idx=idle_t)
-        q = _as_numpy(self.arm.get_dofs_position())
-        qd = _as_numpy(self.arm.get_dofs_velocity())
-        ee = _as_numpy(self.link.get_pos()) + _rotate_x(_as_numpy(self.link.get_quat()), self.ee_offset)
-        dist = np.sqrt(((ee - self.goal) ** 2).sum(axis=1))
-        success = dist < self.threshold
-        if self.sparse:
-            reward = success.astype(np.float64)
-        else:
-            da = target - self.prev
-            reward = -dist + self.bonus * success - self.rate_w * (da * da).sum(axis=1)
-        terminated = success & self.terminate_on_success
-        self.elapsed += active
+        if mask is not None:
+            self.ent.set_qpos(saved_q, envs_idx=idle, zero_velocity=False)
+            self.ent.set_dofs_velocity(saved_qd, envs_idx=idle)
+        obs, reward, terminated, success = self._outcome(mask)
+        act = np.ones(self.n, dtype=bool) if mask is None else mask
+        self.elapsed += act
         truncated = (self.elapsed >= self.max_steps) & ~terminated
-        obs = np.concatenate((q, qd, ee, self.goal), axis=1)
-        if all_active:
-            self.obs[:] = obs
-            self.target[:] = target
-            self.prev[:] = target
-            self.reward[:] = reward
-            self.terminated[:] = terminated
-            self.truncated[:] = truncated
-            self.success[:] = success
-            self.has_success[:] = True
-        else:
-            act = active
-            self.obs[act] = obs[act]
-            self.target[act] = target[act]
-            self.prev[act] = target[act]
-            self.reward[:] = np.where(act, reward, 0.0)
-            self.terminated[:] = terminated & act
-            self.truncated[:] = truncated & act
+        self.obs[act] = obs[act]
+        self.reward[:] = np.where(act, reward, 0.0)
+        self.terminated[:] = terminated & act
+        self.truncated[:] = truncated & act
+        if success is not None:
             self.success[act] = success[act]
             self.has_success[:] = act
         done = np.flatnonzero(self.terminated | self.truncated)
         if done.size:
             self.final_obs[done] = self.obs[done]
-            self._reset_envs(done, [None] * done.size, None, self.obs)
+            self._reset_envs(done, [None] * done.size, None)
 
     def close(self) -> None:
         self.sampler.close()
@@ -289,15 +292,149 @@ class _GenesisReach:
                 pass
 
 
+class _GenesisReach(_GenesisBatch):
+    """The SO-101 reach task: position servos driven by ``control_dofs_position``; fingertip from the gripper link."""
+
+    def mjcf(self, sampler) -> str:
+        from robots.so101 import model_path
+
+        return model_path("arm")  # the scene without the goal marker (a mocap body Genesis would make a link of)
+
+    def _init_task(self, s, m) -> None:
+        from robots.so101 import EE_SITE
+
+        if [m.joint(j).name for j in range(m.njnt)] != list(s.robot.joint_names):
+            raise RuntimeError(f"reach: expected the joints {list(s.robot.joint_names)}")
+        self.lo, self.hi = s.joint_low, s.joint_high
+        self.delta = s.action_mode == "delta"
+        self.delta_scale = s.delta_scale
+        self.sparse = s.reward_type == "sparse"
+        self.threshold = s.success_threshold
+        self.bonus = s.success_bonus
+        self.rate_w = s.action_rate_weight
+        self.terminate_on_success = s.terminate_on_success
+        site = m.site(EE_SITE)
+        if np.any(site.pos[1:] != 0.0) or np.any(site.quat != (1.0, 0.0, 0.0, 0.0)):
+            raise RuntimeError(f"{EE_SITE}: expected on its body's x axis, found at {site.pos.tolist()}")
+        self.ee_offset = float(site.pos[0])
+        self.link = self.ent.get_link(m.body(int(site.bodyid[0])).name)
+        nj = len(s.robot.joint_names)
+        self.target = np.zeros((self.n, nj))
+        self.prev = np.zeros_like(self.target)
+        self.goal = np.zeros((self.n, 3))
+
+    def _on_reset(self, idx, obs, qpos) -> None:
+        nj = self.target.shape[1]
+        q0 = obs[:, :nj]
+        self.ent.control_dofs_position(self._tensor(q0), envs_idx=self._idx(idx))
+        self.target[idx] = q0
+        self.prev[idx] = q0
+        self.goal[idx] = obs[:, -3:]
+
+    def _apply(self, active) -> None:
+        a = self.actions
+        if self.delta:
+            target = np.clip(self.obs[:, : self.target.shape[1]] + self.delta_scale * np.clip(a, -1.0, 1.0),
+                             self.lo, self.hi)
+        else:
+            target = a.copy()
+        if active is not None:
+            target[~active] = self.target[~active]
+        self._next_target = target
+        self.ent.control_dofs_position(self._tensor(target))
+
+    def _outcome(self, active):
+        target = self._next_target
+        q = _as_numpy(self.ent.get_dofs_position())
+        qd = _as_numpy(self.ent.get_dofs_velocity())
+        ee = _as_numpy(self.link.get_pos()) + _rotate_x(_as_numpy(self.link.get_quat()), self.ee_offset)
+        dist = np.sqrt(((ee - self.goal) ** 2).sum(axis=1))
+        success = dist < self.threshold
+        if self.sparse:
+            reward = success.astype(np.float64)
+        else:
+            da = target - self.prev
+            reward = -dist + self.bonus * success - self.rate_w * (da * da).sum(axis=1)
+        if active is None:
+            self.target[:] = target
+            self.prev[:] = target
+        else:
+            self.target[active] = target[active]
+            self.prev[active] = target[active]
+        return np.concatenate((q, qd, ee, self.goal), axis=1), reward, success & self.terminate_on_success, success
+
+
+class _GenesisPlanar(_GenesisBatch):
+    """Hopper, Walker2d, HalfCheetah (Gymnasium v5 rewards): motors driven by ``control_dofs_force`` (gear × action),
+    reward from the root's x displacement, Gymnasium's health test."""
+
+    def mjcf(self, sampler) -> str:
+        from robots.locomotion import gymnasium_asset_path
+
+        return gymnasium_asset_path(sampler.asset)
+
+    def _init_task(self, s, m) -> None:
+        import mujoco
+
+        dofs, gear = [], []
+        for a in range(m.nu):
+            if (m.actuator_trntype[a] != mujoco.mjtTrn.mjTRN_JOINT
+                    or m.actuator_biastype[a] != mujoco.mjtBias.mjBIAS_NONE):
+                raise RuntimeError(f"{type(s).__name__}: actuator {a} is not a joint motor")
+            dofs.append(int(m.jnt_dofadr[m.actuator_trnid[a, 0]]))
+            gear.append(float(m.actuator_gear[a, 0] * m.actuator_gainprm[a, 0]))
+        self.act_dofs, self.gear = dofs, np.array(gear)
+        self.fw, self.cw, self.hr = s.forward_reward_weight, s.ctrl_cost_weight, s.healthy_reward
+        self.has_health, self.terminate_when_unhealthy = s.has_health, s.terminate_when_unhealthy
+        self.z_range, self.angle_range = s.healthy_z_range, s.healthy_angle_range
+        self.state_range = s.healthy_state_range
+        self.qvel_clip = s.qvel_clip
+        self.dt = s.dt
+        self.x = np.zeros(self.n)
+
+    def _on_reset(self, idx, obs, qpos) -> None:
+        self.x[idx] = qpos[:, 0]
+
+    def _apply(self, active) -> None:
+        self.ent.control_dofs_force(self._tensor(self.actions * self.gear), dofs_idx_local=self.act_dofs)
+
+    def _outcome(self, active):
+        q = _as_numpy(self.ent.get_qpos())
+        qd = _as_numpy(self.ent.get_dofs_velocity())
+        a = self.actions
+        forward = self.fw * (q[:, 0] - self.x) / self.dt
+        reward = forward - self.cw * (a * a).sum(axis=1)
+        terminated = np.zeros(self.n, dtype=bool)
+        if self.has_health:
+            z, angle = q[:, 1], q[:, 2]
+            healthy = (self.z_range[0] < z) & (z < self.z_range[1])
+            healthy &= (self.angle_range[0] < angle) & (angle < self.angle_range[1])
+            if self.state_range is not None:
+                lo, hi = self.state_range
+                rest = np.concatenate((q[:, 2:], qd), axis=1)
+                healthy &= ((lo < rest) & (rest < hi)).all(axis=1)
+            reward = reward + self.hr * healthy
+            terminated = ~healthy & self.terminate_when_unhealthy
+        if active is None:
+            self.x[:] = q[:, 0]
+        else:
+            self.x[active] = q[active, 0]
+        v = qd if self.qvel_clip is None else np.clip(qd, -self.qvel_clip, self.qvel_clip)
+        return np.concatenate((q[:, 1:], v), axis=1), reward, terminated, None
+
+
 def _batch_class(cls):
+    from sim.tasks.locomotion import _PlanarLocomotion
     from sim.tasks.reach import ReachTask
 
     if isinstance(cls, type) and issubclass(cls, ReachTask):
         return _GenesisReach
+    if isinstance(cls, type) and issubclass(cls, _PlanarLocomotion):
+        return _GenesisPlanar
     return None
 
 
-GENESIS_TASKS = ("reach",)
+GENESIS_TASKS = ("reach", "hopper", "walker2d", "halfcheetah")
 
 
 class GenesisPool(_PoolBase):
@@ -307,7 +444,7 @@ class GenesisPool(_PoolBase):
     ``scene.build`` took (kernel compilation on a cold cache)."""
 
     def __init__(self, task: str | type = "reach", num_envs: int = 1, seed: int = 0, task_kwargs: dict | None = None,
-                 backend: str = "cpu", precision: str = "32"):
+                 backend: str = "cpu", precision: str = "32", rigid_options: dict | None = None):
         cls = resolve_task(task)
         batch = _batch_class(cls)
         if batch is None:
@@ -327,7 +464,7 @@ class GenesisPool(_PoolBase):
         obs_space = self.single_observation_space
         layout, size = _layout(self.num_envs, obs_space.shape, obs_space.dtype, self._act_shape[1], 1)
         self._init_arrays(_local_arrays(layout, size))
-        self._batch = batch(cls, self.task_kwargs, self.num_envs, self._a, backend, str(precision))
+        self._batch = batch(cls, self.task_kwargs, self.num_envs, self._a, backend, str(precision), rigid_options)
         self.num_workers = 1
         self.worker_envs = [tuple(range(self.num_envs))]
         self.backend = backend
