@@ -1,41 +1,51 @@
 """The Genesis backend (``genesis`` extra): batched envs in one Genesis scene, behind the worker pool's interface.
 
-``GenesisPool(task, num_envs, seed=0, task_kwargs=None, backend="cpu", precision="32")`` is a
+``GenesisPool(task, num_envs, seed=0, task_kwargs=None, backend="cpu", precision="32", rigid_options=None)`` is a
 ``gymnasium.vector.VectorEnv`` with the same semantics as ``sim.pool.WorkerPool`` (it shares its caller-side code):
 same-step autoreset with ``final_obs``/``episode_return``/``episode_length``/``success`` in ``infos``, the ``active``
 mask, action checks (``ActionError`` naming the env index; finite out-of-range actions clipped), and seeding
 ``seed + i`` for env ``i``. All envs live in one Genesis scene built with ``scene.build(n_envs=num_envs)`` and step
 together in one ``scene.step()`` per control step (``dt`` = the MuJoCo task's control period, ``substeps`` = its
-frame skip, the implicit-fast integrator as in the MJCF); an env that ends its episode is reset alone through
-``envs_idx``.
+frame skip); an env that ends its episode is reset alone through ``envs_idx``.
 
-Tasks: ``reach`` (``sim.tasks.reach.ReachTask``, the SO-101 arm; ``robots/assets/so101.xml`` loaded by Genesis' MJCF
-importer, which reads the position servos' kp, force range, joint damping and armature from the file; a robot
-overlay, ``R2S_ROBOT_OVERLAY``, is copied over them). The observation layout (``joint_pos``, ``joint_vel``,
-``ee_pos``, ``goal``), the action modes, the reward, the success test and the time limit are the MuJoCo task's: the
-task's own parameters (``task_kwargs``) are read from a MuJoCo ``ReachTask`` built with them. Resets are *drawn by*
-that MuJoCo task — one generator per env, seeded as the MuJoCo env would be — so env ``i`` starts each episode from
-exactly the joint positions and goal the MuJoCo pool's env ``i`` starts from; the first observation after a reset is
-the MuJoCo task's. ``ee_pos`` is the fingertip (``ee_site``: 0.07 m along the gripper link's x axis) from Genesis'
-link pose after the step.
+One design for every task: a MuJoCo instance of the task (built with ``task_kwargs``) holds the task's parameters
+and *draws every reset* — one generator per env, seeded as the MuJoCo env would be — so env ``i`` starts each episode
+from exactly the state (and goal) the MuJoCo pool's env ``i`` starts from, and the first observation of an episode is
+the MuJoCo task's. Genesis loads the same MJCF (its importer reads joint damping, armature, friction loss, actuator
+gains and force ranges; the MuJoCo model's values — a robot overlay, ``R2S_ROBOT_OVERLAY``, included — are laid over
+them where they differ), gets the MuJoCo model's integrator (``implicitfast``; RK4, which Genesis lacks, becomes
+Euler) and its disabled joint limits or contacts (``opt.disableflags``); ``rigid_options`` overrides any of
+Genesis' ``RigidOptions``. Observation layouts, rewards, terminations and time limits are the MuJoCo tasks',
+computed over the batch in numpy:
+
+* ``reach`` (SO-101, ``robots/assets/so101.xml`` without the goal marker): servo targets by
+  ``control_dofs_position`` (absolute or delta actions), ``ee_pos`` the fingertip (``ee_site``: 0.07 m along the
+  gripper link's x axis) from Genesis' link pose after the step, reward/success as ``sim.tasks.arm``.
+* ``hopper``, ``walker2d``, ``halfcheetah`` (Gymnasium's XML): motor torques gear × action by
+  ``control_dofs_force``; forward reward from the root's x displacement, control cost, Gymnasium's health test.
 
 Physics differences: away from constraints the two simulators agree closely (Genesis' rigid solver follows MuJoCo's
-formulation: over a 100-step reach episode of small random targets around the start, float32, rewards within 1e-5
-and episode returns within 3e-5 of the MuJoCo task's); a constraint — a joint at its limit (the gripper closed at 0
-is the common case: its position and velocity then differ by up to 5e-3 rad and 0.9 rad/s) or a contact (the arm
-touching the table) — is resolved with Genesis' own constraint parameters and collision detection, and trajectories
-that hit one part from there. Not supported (refused with a clear
-error): domain randomisation, rendering, observation noise, action latency.
+formulation). Reach, float32, small random targets, gripper open: per-step rewards within 6e-6, episode returns
+within 3e-5; a hopper with joint limits off, Euler on both sides and no floor contact: rewards within 1e-6 per step
+over 40 steps, falls and autoresets included. A constraint — a joint at its limit, or a contact — is resolved with
+Genesis' own constraint parameters and collision detection, and trajectories that meet one part from there: the
+reach gripper held closed at its 0 limit differs by up to 5e-3 rad and 0.9 rad/s (the fingertip is unaffected);
+Gymnasium's hopper starts with its thigh and leg at their upper limit (0) and integrates with RK4, so its rewards
+differ by ≈ 0.01–0.03 per step from the first steps and episodes part after some tens of steps (the tests state the
+tolerances). Not supported (refused with a clear error): domain randomisation, rendering, observation noise, action
+latency.
 
 ``active``: Genesis steps every env of a scene together, so an idle env is stepped and then put back (joint positions,
-velocities, its previous servo target); its observation is returned unchanged, reward 0, no flags.
+velocities; its previous servo target); its observation is returned unchanged, reward 0, no flags.
 
 Genesis is initialised once per process (``gs.init``; ``backend`` "cpu" or "gpu"/"cuda", ``precision`` "32" or
-"64"); a second pool must ask for the same. Its first ``scene.build`` compiles the kernels (≈ 1 min on one core
-here); they are cached on disk by Quadrants, Genesis' compiler (``~/.cache/quadrants``, or
-``QD_OFFLINE_CACHE_FILE_PATH``), and a later build of the same scene takes seconds. Its CPU backend runs in one thread
-unless ``QD_NUM_THREADS`` (and ``GS_PARA_LEVEL``) say otherwise. Without the extra, ``import_genesis()`` raises
-``GenesisUnavailable`` saying how to install it.
+"64"); a second pool must ask for the same. The first ``scene.build`` of a scene compiles its kernels (≈ 65 s for the
+arm, ≈ 35 s more for the hopper on one core here); Quadrants, Genesis' compiler, caches them on disk
+(``~/.cache/quadrants``, or ``QD_OFFLINE_CACHE_FILE_PATH``; Genesis' own preprocessed-geometry cache is
+``~/.cache/genesis``, or ``GS_CACHE_FILE_PATH``), and a later build takes seconds (≈ 8 s for the first scene of a
+process, under 1 s for the next). Its CPU backend runs in one thread unless ``QD_NUM_THREADS`` (and
+``GS_PARA_LEVEL``) say otherwise. Without the extra, ``import_genesis()`` raises ``GenesisUnavailable`` saying how to
+install it.
 """
 
 from __future__ import annotations

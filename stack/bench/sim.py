@@ -29,16 +29,16 @@ actor stepping all envs in one thread per core — plus ``actors`` (actors per e
 ``/proc`` and so is null for actors on other nodes.
 
 ``backend="genesis"`` (the ``genesis`` extra, in its own venv — see ``sim.genesis_pool``): the same JSON with
-``sim.genesis_pool.GenesisPool`` (all envs in one Genesis scene, stepped in this process) in the pool's place, on
-the task ``reach`` by default (the one task Genesis has here); Genesis runs on the GPU when torch sees one, else on
-its CPU backend (one thread unless ``QD_NUM_THREADS`` says otherwise). There is no threaded variant:
+``sim.genesis_pool.GenesisPool`` (all envs in one Genesis scene, stepped in this process) in the pool's place
+(``GENESIS_TASKS`` there: reach and the locomotion tasks); Genesis runs on the GPU when torch sees one, else on its
+CPU backend (one thread unless ``QD_NUM_THREADS`` says otherwise). There is no threaded variant:
 ``pool_threaded_steps_per_s``, ``ratio_to_limit_16_threaded``, ``worker_rss_mb_threaded_16`` and
 ``pool_threaded_config`` are null; ``worker_rss_mb`` is this process's peak RSS after the 16-env pool ran
-(``worker_rss_envs`` null: the one process held every pool);
-the limit and ``ratio_to_limit_16`` stay MuJoCo's (``mujoco.rollout`` of the same task). Added:
-``genesis_backend``, ``genesis_precision``, ``genesis_build_s`` (``scene.build`` seconds per env count: kernel
-compilation on a cold cache, ≈ 1 min here, seconds once Quadrants' disk cache holds them) and, outside
-``--quick``, ``genesis_steps_per_s_large`` at ``GENESIS_LARGE_COUNTS`` envs (1k–16k on a GPU, 128 and 1024 on a CPU).
+(``worker_rss_envs`` null: the one process held every pool); the limit and ``ratio_to_limit_16`` stay MuJoCo's
+(``mujoco.rollout`` of the same task), and so do Gymnasium's vector envs. Added: ``genesis_backend``,
+``genesis_precision``, ``genesis_build_s`` (``scene.build`` seconds per env count: kernel compilation on a cold
+cache, about a minute here, seconds once Quadrants' disk cache holds them) and, outside ``--quick``,
+``genesis_steps_per_s_large`` at ``GENESIS_LARGE_COUNTS`` envs (1k–16k on a GPU, 128 and 1024 on a CPU).
 """
 
 from __future__ import annotations
@@ -203,11 +203,10 @@ def _genesis_device() -> str:
 
 def run(task: str | None = None, quick: bool = False, backend: str = "mujoco") -> dict:
     """Measure and return env-steps/s of the pool, Gymnasium's vector envs and the physics limit (see module doc).
-    ``task``: default ``hopper`` (``reach`` on the Genesis backend)."""
+    ``task``: default ``hopper``."""
     from sim.registry import make_task
 
-    if task is None:
-        task = "reach" if backend == "genesis" else "hopper"
+    task = task or "hopper"
 
     rounds, window = (2, 0.5) if quick else (5, 2.0)
     seed = 0
