@@ -171,7 +171,7 @@ def cmd_bench(argv: list[str]) -> int:
         from sim.genesis_pool import GenesisUnavailable
 
         try:
-            result = bench.run(task=args.task, quick=args.quick, backend=args.backend)  # hopper (reach on genesis)
+            result = bench.run(task=args.task, quick=args.quick, backend=args.backend)  # default task: hopper
         except GenesisUnavailable as e:  # the genesis extra lives in its own venv
             print(f"r2s bench sim: {e}", file=sys.stderr)
             return 2
