@@ -256,9 +256,8 @@ class PPO(OnPolicyAlgorithm):
                     # α is in (scaled) reward units in the soft returns; beside advantages divided by their std,
                     # the current step's entropy term is divided by the same std, so both halves of the
                     # entropy-regularised gradient keep their ratio.
-                    adv_std = distributed.mean_std(mb["advantages"], learner)[1] if distributed.world_size() > 1 \
-                        else mb["advantages"].std()
-                    ent_weight = ent_weight / (adv_std + 1e-8)
+                    # (the std normalize_advantages divides by: the learner's rows, every rank's)
+                    ent_weight = ent_weight / (distributed.mean_std(mb["advantages"], learner)[1] + 1e-8)
                 loss = pg_loss - ent_weight * entropy + cfg.vf_coef * v_loss
                 if ab is not None:
                     b_loss = baseline_loss(ab, obs, actions, mb["returns"])
