@@ -51,6 +51,7 @@ install it.
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 import numpy as np
@@ -91,6 +92,11 @@ def init_genesis(backend: str = "cpu", precision: str = "32"):
     if not gs._initialized:
         gs.init(backend=getattr(gs, backend), precision=precision, logging_level="warning")
         gs._r2s_config = (backend, precision)
+        # Genesis logs to stdout: move it to stderr, so that a command's stdout stays its output (bench JSON).
+        handler = getattr(gs.logger, "_handler", None)
+        if handler is not None and hasattr(handler, "setStream"):
+            handler.setStream(sys.stderr)
+            gs.logger._stream = sys.stderr
     else:
         have = getattr(gs, "_r2s_config", None)
         want_cpu = backend == "cpu"
