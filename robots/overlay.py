@@ -87,6 +87,25 @@ def command_delay_substeps(overlay: dict | None, path: str | os.PathLike = "") -
     return value
 
 
+HASHED_FIELDS = ("robot", "joints", "command_delay_substeps")
+"""What ``overlay_hash`` covers: the fields that change the simulation (not notes such as ``source``,
+``unidentified`` or tracking errors)."""
+
+
+def overlay_hash(overlay: dict) -> str:
+    """The content hash of what an overlay does to the simulation: sha256 (first 16 hex digits, as an exported policy's
+    ``content_hash``) of its robot, joint values (as floats) and command delay, as canonical JSON (keys sorted). A
+    reformatted file, YAML against JSON, or other notes hash the same; any calibrated value that differs does not."""
+    import hashlib
+
+    joints = {str(j): {str(f): float(v) for f, v in (values or {}).items()}
+              for j, values in (overlay.get("joints") or {}).items()}
+    canonical = {"robot": overlay.get("robot"), "joints": joints,
+                 "command_delay_substeps": command_delay_substeps(overlay)}
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def apply_overlay(model, overlay: dict, robot: str) -> None:
     """Write the overlay's joint fields into ``model`` (a ``mujoco.MjModel`` of ``robot``), in place."""
     import mujoco
@@ -119,4 +138,5 @@ def _joint_actuator(model, jid: int) -> int:
     raise ValueError(f"robot overlay: joint {model.joint(jid).name!r} has no actuator to set kp on")
 
 
-__all__ = ["JOINT_FIELDS", "OVERLAY_ENV", "apply_overlay", "command_delay_substeps", "load_overlay", "overlay_path"]
+__all__ = ["HASHED_FIELDS", "JOINT_FIELDS", "OVERLAY_ENV", "apply_overlay", "command_delay_substeps", "load_overlay",
+           "overlay_hash", "overlay_path"]

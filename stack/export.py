@@ -10,7 +10,9 @@ needs and no more. Per-node overhead dominates small networks, so the graph is *
 * per-step scalars (Euler ``dt``, DDPM ``√(1−ᾱ)/√ᾱ``) are folded into the last layer's weights.
 
 Inputs ``obs`` [B, obs_steps, obs_dim] (and ``noise`` for a sampled policy), output ``action`` [B, H, act_dim] in
-robot units; metadata as ``stack/runtime/metadata.py`` specifies. After writing: ``onnx.checker``, then a parity
+robot units; metadata as ``stack/runtime/metadata.py`` specifies, plus (from a run) ``robot_overlay`` and
+``robot_overlay_hash``: the ``r2s sysid`` overlay its simulator carried ("" both: the nominal model; absent: a run
+from before r2s recorded it; see ``stack.run_overlay``). After writing: ``onnx.checker``, then a parity
 check against the torch policy on fresh random inputs; a failed check deletes the file and raises.
 """
 
@@ -496,6 +498,7 @@ def robot_metadata(task_name: str, task_kwargs: dict | None = None) -> dict[str,
 def export_run(run_dir: str | Path, out: str | Path | None = None, **opts) -> dict:
     """Export the latest checkpoint of a run (PPO, BC, FPO, DPPO, SAC) to ``<run>/policy.onnx`` (or ``out``)."""
     from stack import checkpoint
+    from stack.run_overlay import export_props
 
     run_dir = Path(run_dir)
     try:
@@ -507,6 +510,7 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, **opts) -> di
     spec.delta = delta_targets(ckpt.task, ckpt.task_kwargs)
     meta = robot_metadata(ckpt.task, ckpt.task_kwargs)
     meta["run_id"] = run_dir.name
+    meta.update(export_props(ckpt.meta))  # the robot overlay it was trained with (stack.run_overlay)
     return export_policy(policy, spec, out or run_dir / "policy.onnx", meta, **opts)
 
 

@@ -421,6 +421,42 @@ def task_for(policy_path: str, robot: str) -> str:
                       f"{[s.name for s in layout]}; pass --task")
 
 
+def check_sim_overlay(policy_path: str, robot: str, task: str, robot_overlay: str | None,
+                      set_overlay: str | None = None) -> tuple[str, str | None]:
+    """The sim robot's overlay, checked before any node starts: ``--set sim.robot_overlay=…`` (``set_overlay``), else
+    ``--robot-overlay`` (``robot_overlay``), else the file ``R2S_ROBOT_OVERLAY`` names — the order the node sees them.
+    Returns its absolute path ("": none) and the warning to give (None: none) when it is not the overlay the policy
+    was trained with (``stack.run_overlay.deploy_mismatch`` on the policy's metadata). A file that cannot be read, is
+    malformed, is another robot's, or is given to a task that takes no overlay is a ``DeployError`` naming the
+    source."""
+    from robots.overlay import OVERLAY_ENV, overlay_path
+    from stack import run_overlay
+
+    if set_overlay:
+        source, path = "--set sim.robot_overlay", str(set_overlay)
+    elif robot_overlay:
+        source, path = "--robot-overlay", str(robot_overlay)
+    else:
+        source, path = OVERLAY_ENV, overlay_path()
+    record = None
+    if path:
+        path = str(Path(path).resolve())
+        try:
+            record = run_overlay.overlay_record(path, robot)
+        except ValueError as e:
+            raise DeployError(f"{source}: {e}") from None
+        if task and not run_overlay.takes_overlay(task):
+            raise DeployError(f"{source}={path}: task {task!r} takes no robot overlay")
+    try:
+        import onnxruntime as ort
+
+        props = ort.InferenceSession(policy_path, providers=["CPUExecutionProvider"]).get_modelmeta() \
+            .custom_metadata_map
+    except Exception as e:
+        raise DeployError(f"--policy {policy_path}: not a loadable ONNX model ({e})") from None
+    return path, run_overlay.deploy_mismatch(dict(props), record)
+
+
 def deploy(policy_path: str, robot: str | None = None, sim: bool = False, duration: float | None = None, *,
            task: str | None = None, record: bool = True, bag_dir: str | None = None, params_file: str | None = None,
            params: dict[str, dict] | None = None, episodes: int = 0, log_dir: str | None = None,
@@ -434,7 +470,9 @@ def deploy(policy_path: str, robot: str | None = None, sim: bool = False, durati
     keyboard keys) and the safety node homes the arm between them (``home_between_episodes``). ``robot_overlay``
     (with ``sim``): the sim robot runs with this ``r2s sysid`` overlay (its ``robot_overlay`` parameter; checked here
     first, so a bad file stops the deploy before any node starts); without it the sim robot reads
-    ``R2S_ROBOT_OVERLAY``, which the nodes inherit."""
+    ``R2S_ROBOT_OVERLAY``, which is checked up front the same way (``check_sim_overlay``). An overlay other than the
+    one the policy was trained with (its metadata's ``robot_overlay_hash``) is warned about on stderr and listed in the
+    summary's ``warnings``."""
     policy_path = str(Path(policy_path).resolve())
     if not Path(policy_path).is_file():
         raise DeployError(f"--policy {policy_path}: no such file (an ONNX policy from `r2s export`)")
@@ -442,19 +480,18 @@ def deploy(policy_path: str, robot: str | None = None, sim: bool = False, durati
     if sim and task is None:
         task = task_for(policy_path, robot)
     task = task or ""
-    if robot_overlay:
-        if not sim:
-            raise DeployError("--robot-overlay: only the sim robot (--sim) takes an overlay; a real robot is "
-                              "calibrated, not overlaid")
-        from robots.overlay import load_overlay
-
-        robot_overlay = str(Path(robot_overlay).resolve())
-        try:
-            load_overlay(robot_overlay, robot)
-        except (OSError, ValueError) as e:
-            raise DeployError(f"--robot-overlay: {e}") from None
+    if robot_overlay and not sim:
+        raise DeployError("--robot-overlay: only the sim robot (--sim) takes an overlay; a real robot is "
+                          "calibrated, not overlaid")
     if operator_episodes and sim and task:
         raise DeployError(f"--operator-episodes with --sim task {task!r}: the simulated task marks its own episodes")
+    warnings_out: list[str] = []
+    if sim:
+        robot_overlay, warning = check_sim_overlay(policy_path, robot, task, robot_overlay,
+                                                   (params or {}).get("sim", {}).get("robot_overlay"))
+        if warning:
+            print(f"r2s deploy: WARNING: {warning}", file=sys.stderr, flush=True)
+            warnings_out.append(warning)
     keys = [k for k in START_ORDER if (k != "sim" or sim) and (k != "recorder" or record)
             and (k != "operator" or operator is not None) and (k != "episodes" or operator_episodes)]
     common = {"robot": robot}
@@ -471,6 +508,8 @@ def deploy(policy_path: str, robot: str | None = None, sim: bool = False, durati
     }
     for key, values in (params or {}).items():
         node_params.setdefault(key, {}).update(values)
+    if sim and robot_overlay:  # the file checked above, by its absolute path (whichever source named it)
+        node_params["sim"]["robot_overlay"] = robot_overlay
     sim_p = node_params["sim"]
     if sim and (float(sim_p.get("real_time_factor", 1.0)) != 1.0 or sim_p.get("publish_clock")):
         # The sim stamps with /clock time then: the nodes that check stamp ages must run on the same clock.
@@ -498,7 +537,7 @@ def deploy(policy_path: str, robot: str | None = None, sim: bool = False, durati
 
     in_main = threading.current_thread() is threading.main_thread()
     old = signal.signal(signal.SIGINT, on_sigint) if in_main else None
-    summary: dict = {"log_dir": str(graph.log_dir), "robot": robot, "task": task}
+    summary: dict = {"log_dir": str(graph.log_dir), "robot": robot, "task": task, "warnings": warnings_out}
     tty = sys.stdout.isatty()
     try:
         graph.start(keys)

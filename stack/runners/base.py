@@ -13,6 +13,10 @@ algorithm (``stack.algos.*``) owns losses and updates and never sees a runner (r
 training seed — and the policy controller's noise is seeded with the same number, so ``r2s eval RUN`` on the final
 checkpoint reproduces the last ``eval_return`` of ``metrics.csv`` (same episodes, same seeds, same noise).
 
+**Robot overlay** (``stack.run_overlay``): the ``r2s sysid`` overlay the run's task carries (task_kwargs
+``robot_overlay``, else ``R2S_ROBOT_OVERLAY``) is copied into the run directory and recorded in every checkpoint's
+meta; a resume whose simulator would carry another one is refused, naming the field.
+
 **Cadences.** ``eval_every`` / ``checkpoint_every`` count steps of the run's axis; an evaluation or checkpoint is due
 when the step count crosses a multiple; the last step always evaluates (once) and checkpoints.
 """
@@ -25,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from stack import checkpoint, distributed
+from stack import checkpoint, distributed, run_overlay
 from stack.config import EVAL_SEED_OFFSET, TrainConfig, eval_seed
 from stack.runs import RunDir, default_run_name
 
@@ -111,10 +115,12 @@ class Runner:
         torch.set_num_threads(cfg.torch_threads)
         self.device = resolve_device(cfg.device)
         self.resume_from: checkpoint.Checkpoint | None = None
+        overlay = run_overlay.run_overlay(*self.eval_task)  # a bad overlay file refused before the run directory
         if cfg.resume:
             path = Path(cfg.resume)
             self.resume_from = checkpoint.load(path, require=())
             self.resume_from.check_matches(algo=cfg.algo)
+            overlay = run_overlay.check_resume(self.resume_from.meta, overlay, path, f"resume {path}")
             if self.is_main:
                 _truncate_metrics(path / "metrics.csv", self.step_key, self.resume_from.env_steps)
         else:
@@ -127,6 +133,11 @@ class Runner:
         self.run = RunDir(path, config=cfg, tensorboard=cfg.tensorboard, step_key=self.step_key) \
             if self.is_main else None
         """The run directory, on rank 0 only (None on the other ranks)."""
+        if overlay is not None and self.is_main and "copy" not in overlay:
+            overlay = run_overlay.save_copy(path, overlay)
+        self.robot_overlay = overlay
+        """The robot overlay the run's simulator carries (``stack.run_overlay``; None: the nominal model): copied into
+        the run directory, recorded in every checkpoint's meta, checked on resume."""
         self.steps = 0
         """Steps of the run's axis done (env steps, or gradient steps offline)."""
         self.last_eval: dict | None = None
@@ -196,7 +207,8 @@ class Runner:
     def common_meta(self) -> dict:
         task, kwargs = self.eval_task
         return {"algo": self.cfg.algo, "task": task, "task_kwargs": kwargs, "seed": self.cfg.seed,
-                "env_steps": self.steps, "step_key": self.step_key, "run_id": self.run_path.name}
+                "env_steps": self.steps, "step_key": self.step_key, "run_id": self.run_path.name,
+                run_overlay.META_KEY: self.robot_overlay}
 
     def save_checkpoint(self) -> Path:
         """checkpoints/latest (and checkpoints/step_<N> with keep_checkpoints), each saved atomically."""

@@ -97,8 +97,8 @@ class OfflineRunner(Runner):
         task = b.task or ds.info["task"]
         task_kwargs = dict(b.task_kwargs or ds.info.get("task_kwargs") or {})
         cfg = dataclasses.replace(cfg, bc=dataclasses.replace(b, task=task, task_kwargs=task_kwargs))
+        self.task, self.task_kwargs = task, task_kwargs  # before the base, whose eval_task needs them
         super().__init__(cfg, ("bc", cfg.policy, task))
-        self.task, self.task_kwargs = task, task_kwargs
         env = _probe_env(task, task_kwargs)
         self.has_task = env is not None
         self.obs_normalizer = obs_normalizer_from_stats(ds.stats["observation.state"], len(ds), b.obs_clip,

@@ -19,6 +19,11 @@ REQUIRED_KEYS = (
 """Keys every exported r2s policy carries. ``noise_shape`` is JSON: [] for no noise input, else the per-sample shape
 (e.g. [K+1, H, act_dim] for a stochastic DDPM/DDIM chain, [H, act_dim] for flow or deterministic DDIM)."""
 
+OPTIONAL_KEYS = ("robot_overlay", "robot_overlay_hash")
+"""Keys a policy exported from a run carries beside them: the ``r2s sysid`` robot overlay its simulator carried (file
+name and ``robots.overlay.overlay_hash``; "" both: the nominal model). ``r2s deploy --sim`` compares them with the sim
+robot's overlay (``stack.run_overlay``)."""
+
 
 class MetadataError(ValueError):
     """The model's metadata is missing a key or holds a value of the wrong form."""
