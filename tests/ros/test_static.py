@@ -119,3 +119,34 @@ def test_r2s_deploy_refuses_a_missing_policy_file(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "nope.onnx: no such file" in r.stderr, r.stderr[-2000:]
     assert "Traceback" not in r.stderr
+
+
+def _dict_params(call: ast.Call) -> dict[str, ast.expr]:
+    """The literal-keyed parameter dicts an ``r2s_node(name, [params, {...}])`` call passes."""
+    out = {}
+    for node in ast.walk(call):
+        if isinstance(node, ast.Dict):
+            out.update({k.value: v for k, v in zip(node.keys, node.values) if isinstance(k, ast.Constant)})
+    return out
+
+
+def test_launch_arguments_are_declared_and_reach_declared_node_parameters():
+    tree = ast.parse((LAUNCH / "sim.launch.py").read_text())
+    declared = {c.args[0].value for c in ast.walk(tree)
+                if isinstance(c, ast.Call) and getattr(c.func, "id", "") == "DeclareLaunchArgument"}
+    used = {c.args[0].value for c in ast.walk(tree)
+            if isinstance(c, ast.Call) and getattr(c.func, "id", "") == "LaunchConfiguration"}
+    assert used <= declared, f"sim.launch.py reads undeclared launch argument(s) {sorted(used - declared)}"
+    sim = next(c for c in ast.walk(tree) if isinstance(c, ast.Call) and getattr(c.func, "id", "") == "r2s_node"
+               and c.args[0].value == "r2s_sim_robot")
+    params = _dict_params(sim)
+    # robot_overlay reaches the sim robot node as a string parameter even when empty (an untyped "" would be read as
+    # YAML, i.e. no value): ParameterValue(LaunchConfiguration("robot_overlay"), value_type=str).
+    value = params.get("robot_overlay")
+    assert isinstance(value, ast.Call) and value.func.id == "ParameterValue", ast.dump(value) if value else params
+    assert value.args[0].args[0].value == "robot_overlay"
+    assert {k.arg: getattr(k.value, "id", None) for k in value.keywords} == {"value_type": "str"}
+    pytest.importorskip("rclpy", reason="rclpy is not importable: install the ROS 2 wheels (the `ros` extra)")
+    from stack.ros.sim_robot_node import PARAMS
+
+    assert set(params) <= set(PARAMS), f"unknown sim robot parameter(s) {sorted(set(params) - set(PARAMS))}"
