@@ -11,7 +11,9 @@ An overlay is a small YAML (or JSON) file::
 
 Only the joints and fields it names change. ``R2S_ROBOT_OVERLAY=<file>`` makes every model the robot's ``load_model``
 builds (sim tasks, training workers, ``r2s deploy --sim``) carry it: one explicit switch, off when unset. The sim
-robot node also takes it as its ``robot_overlay`` parameter (``r2s deploy --sim --robot-overlay FILE``).
+robot node also takes it as its ``robot_overlay`` parameter (``r2s deploy --sim --robot-overlay FILE``). A training
+run copies the overlay its sim carried and records its ``overlay_hash`` (``stack.run_overlay``): a resume on another
+overlay is refused, the exported policy names it, and ``r2s deploy --sim`` warns when the sim robot's differs.
 
 A MuJoCo model has no delay field, so ``command_delay_substeps`` is applied by whoever steps the physics, with
 ``sim.core.CommandDelay``: the arm tasks (``sim.tasks.arm.ArmTask``: a command sent at a control step takes effect

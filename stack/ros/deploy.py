@@ -607,7 +607,9 @@ def cmd_deploy(argv: list[str]) -> int:
                         "episodes")
     p.add_argument("--robot-overlay", default=None, metavar="FILE",
                    help="with --sim: the robot overlay from `r2s sysid` (calibrated joint parameters and command "
-                        "delay) the sim robot runs with (default: the file R2S_ROBOT_OVERLAY names, if any)")
+                        "delay) the sim robot runs with (default: the file R2S_ROBOT_OVERLAY names, if any; either is "
+                        "checked before any node starts, and one other than the policy's training overlay is warned "
+                        "about)")
     p.add_argument("--bag", default=None, help="bag directory (default: r2s_bag_<UTC time>)")
     p.add_argument("--no-record", action="store_true", help="do not start the recorder")
     p.add_argument("--params", default=None, help="parameter YAML (default: launch/<robot>.yaml if present)")
