@@ -136,7 +136,9 @@ def evaluate_run(run_dir: str | Path, episodes: int | None = None, seed: int | N
     ``metrics.csv`` for the final checkpoint (returned as ``metrics_csv_return``). ``video``: write eval.mp4."""
     import csv
 
-    from stack import checkpoint
+    import warnings
+
+    from stack import checkpoint, run_overlay
     from stack.controller import PolicyController
     from stack.config import eval_seed
     from stack.runs import RunDir
@@ -147,6 +149,9 @@ def evaluate_run(run_dir: str | Path, episodes: int | None = None, seed: int | N
         episodes = int(run.load_config().get("eval_episodes") or 10)
     seed = eval_seed(ckpt.seed) if seed is None else int(seed)
     policy = PolicyController.from_checkpoint(ckpt, device=device, seed=seed)
+    overlay_note = run_overlay.eval_mismatch(ckpt.meta, run_overlay.run_overlay(ckpt.task, ckpt.task_kwargs), run_dir)
+    if overlay_note:
+        warnings.warn(overlay_note, stacklevel=2)
     out = evaluate(policy, ckpt.task, episodes, seed, video=video, task_kwargs=ckpt.task_kwargs)
     frames = out.pop("frames")
     if video and frames:

@@ -16,7 +16,8 @@ checkpoints and exported policy name the first, and the deploy-time comparison b
 mismatch. Forgetting the variable in a new shell is the usual cause; the message says what to set.
 
 The exported ONNX metadata carries ``robot_overlay`` (the file name; "" for the nominal model) and
-``robot_overlay_hash`` ("" likewise). ``r2s deploy --sim`` warns when the sim robot's overlay differs from it.
+``robot_overlay_hash`` ("" likewise). ``r2s deploy --sim`` warns when the sim robot's overlay differs from it, and
+``r2s eval RUN`` when the simulator it evaluates in carries another overlay than the run's.
 """
 
 from __future__ import annotations
@@ -130,6 +131,22 @@ def check_resume(meta: dict, current: dict | None, run_dir: str | Path, where: s
                           f"train on the simulator it started on: {fix}, or start a new run")
 
 
+def eval_mismatch(meta: dict, current: dict | None, run_dir: str | Path) -> str | None:
+    """What ``r2s eval`` warns about (None: nothing): it evaluates a run in a simulator carrying another overlay than
+    the one the run trained with (an evaluation elsewhere is allowed: it just does not reproduce the run's)."""
+    if META_KEY not in meta:
+        return None
+    recorded = meta[META_KEY]
+    if (recorded or {}).get("hash") == (current or {}).get("hash"):
+        return None
+    if recorded:
+        fix = f"{OVERLAY_ENV}={Path(run_dir) / recorded.get('copy', COPY_STEM + '.yaml')}"
+    else:
+        fix = f"{OVERLAY_ENV} unset"
+    return (f"{run_dir}: the run trained with robot overlay {describe(recorded)}, this evaluation's simulator carries "
+            f"{describe(current)}; its returns are not the run's (to reproduce them: {fix})")
+
+
 def export_props(meta: dict) -> dict[str, str]:
     """The exported policy's overlay metadata from a checkpoint's meta ({} for a checkpoint that records none)."""
     if META_KEY not in meta:
@@ -155,5 +172,5 @@ def deploy_mismatch(props: dict[str, str], sim_record: dict | None) -> str | Non
             f"(pass --robot-overlay FILE or set {OVERLAY_ENV} to the training overlay)")
 
 
-__all__ = ["META_KEY", "PROP_FILE", "PROP_HASH", "check_resume", "deploy_mismatch", "describe", "export_props",
-           "overlay_record", "run_overlay", "save_copy", "takes_overlay", "task_overlay"]
+__all__ = ["META_KEY", "PROP_FILE", "PROP_HASH", "check_resume", "deploy_mismatch", "describe", "eval_mismatch",
+           "export_props", "overlay_record", "run_overlay", "save_copy", "takes_overlay", "task_overlay"]

@@ -221,3 +221,17 @@ def test_deploy_sim_checks_the_environments_overlay_and_warns_before_any_node(ex
     err = capsys.readouterr().err
     assert "r2s deploy: WARNING: robot overlay mismatch: the policy was trained with cal.yaml" in err
     assert "runs with other.yaml" in err
+
+
+def test_r2s_eval_warns_when_its_simulator_carries_another_overlay(overlay_run, monkeypatch, recwarn):
+    from stack.evaluate import evaluate_run
+
+    run, path = overlay_run
+    monkeypatch.delenv(OVERLAY_ENV, raising=False)
+    with pytest.warns(UserWarning, match=rf"trained with robot overlay cal\.yaml .* carries none .* "
+                                         rf"{OVERLAY_ENV}={run / 'robot_overlay.yaml'}"):
+        evaluate_run(run, episodes=1)
+    monkeypatch.setenv(OVERLAY_ENV, str(run / "robot_overlay.yaml"))
+    recwarn.clear()
+    evaluate_run(run, episodes=1)
+    assert not [w for w in recwarn if "robot overlay" in str(w.message)]
