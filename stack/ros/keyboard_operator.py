@@ -4,8 +4,9 @@ Each key publishes the mark on ``/r2s/episode_event`` (``stack.ros.topics.EPISOD
 (``stack.ros.episode_node``) turns into episode boundaries and outcomes; the recorder stores both. In a terminal
 the keys act at once (raw mode, no Enter); from a pipe or file each line is a key or a whole mark
 (``failure: dropped the cube`` carries a note). Anything else is answered on stderr and nothing is published.
-Taking over the arm from the keyboard (jogging joints) is not built: a human commands
-``/r2s/teleop/joint_command`` (a leader arm) while these keys mark the episodes.
+Taking over the arm from the keyboard (digits select joints, ``t`` takes over, ``+``/``-`` jog, ``r`` releases:
+``stack.teleop``) is the operator node's ``operator: keyboard`` (``r2s record --operator keyboard``), which reads
+the same keys with ``inputs``.
 
 Run in the operator's terminal, beside ``r2s deploy``: ``python -m stack.ros.keyboard_operator``.
 """
@@ -48,6 +49,38 @@ def marks(stream: TextIO, keys_at_once: bool = False, err: TextIO | None = None)
             print(f"unknown key {text[:20]!r}; {HELP}", file=err, flush=True)
             continue
         yield f"{event}: {note}" if note else event
+
+
+def inputs(stream: TextIO, is_key: Callable[[str], bool], keys_at_once: bool = False,
+           err: TextIO | None = None) -> Iterator[tuple[str, str]]:
+    """``("key", k)`` and ``("mark", text)`` items typed on ``stream`` until ``q`` (yielded as a key) or its end: one
+    key at a time (``keys_at_once``), else per line a key, a mark (``failure: note``) or a run of keys (``34t++``).
+    ``is_key``: whether a character is a key the reader knows. Unknown input is answered on ``err`` and skipped."""
+    err = err if err is not None else sys.stderr
+    while True:
+        text = stream.read(1) if keys_at_once else stream.readline()
+        if not text:
+            return
+        if not keys_at_once:  # a line: its blanks are not keys, unless the line is only blanks (space: release)
+            raw = text.strip("\r\n")
+            text = raw.strip() or (" " if raw else "")
+        if not text:
+            continue
+        if len(text) > 1:
+            try:
+                event, note = operator_event(text, "keyboard")
+            except BadMessage:
+                pass
+            else:
+                yield "mark", f"{event}: {note}" if note else event
+                continue
+        if all(is_key(k) for k in text):
+            for k in text:
+                yield "key", k
+                if k.lower() == QUIT:
+                    return
+            continue
+        print(f"unknown key {text[:20]!r}", file=err, flush=True)
 
 
 def publish_marks(stream: TextIO, publish: Callable[[str], None], keys_at_once: bool = False,
