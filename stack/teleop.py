@@ -13,7 +13,8 @@ by ``jog_step`` rad, ``0`` clears the selection; ``s``/``e``/``y``/``n`` are the
 ``GamepadTeleop`` maps a ``sensor_msgs/Joy`` message's arrays: while the deadman button is held the human holds
 ``dims`` (default all joints) and each mapped axis drives its joint's target at ``speed`` rad/s per unit deflection;
 buttons mark episodes (on their press, not while held). A message with too few axes or buttons, or a non-finite
-value, is ignored and counted (``malformed``), never an error; a stale one (``timeout_s``) releases.
+value, is ignored and counted (``malformed``), never an error; a stale one (``timeout_s``) releases. After
+``release`` (an episode end; the safety node gave authority away) the deadman must be let go and pressed again.
 """
 
 from __future__ import annotations
@@ -146,6 +147,11 @@ class KeyboardTeleop:
         self.unknown += 1
         raise KeyError(f"unknown key {k[:20]!r}")
 
+    def release(self) -> None:
+        """Hand every joint back (an episode end, or the safety node gave authority to someone else)."""
+        self.pending.clear()
+        self.t.release()
+
     def _act(self, k: str) -> None:
         sel = self._selection()
         if k == TAKE:
@@ -237,6 +243,14 @@ class GamepadTeleop:
         self.t_joy: float | None = None
         self.t_step: float | None = None
         self._buttons = np.zeros(self.n_buttons, bool)
+        self.blocked = False
+        """After ``release``: the deadman must be let go before it takes over again."""
+
+    def release(self) -> None:
+        """Hand every joint back (an episode end, or the safety node gave authority to someone else); a deadman still
+        held takes over again only after it was let go."""
+        self.t.release()
+        self.blocked = True
 
     def joy(self, axes, buttons, t: float) -> list[str]:
         try:
@@ -257,6 +271,7 @@ class GamepadTeleop:
         v = np.where(np.abs(v) < self.cfg.deadzone, 0.0, np.clip(v, -1.0, 1.0))
         self.velocity = v * self.cfg.speed
         self.deadman = bool(pressed[self.cfg.deadman])
+        self.blocked = self.blocked and self.deadman
         self.t_joy = float(t)
         out = [m for i, m in sorted(self.cfg.marks.items()) if pressed[i] and not self._buttons[i]]
         self._buttons = pressed
@@ -272,7 +287,7 @@ class GamepadTeleop:
         dt = 0.0 if self.t_step is None else min(max(t - self.t_step, 0.0), self.cfg.max_dt)
         self.t_step = t
         q = np.asarray(q, dtype=np.float64)
-        if not (fresh and self.deadman):
+        if not (fresh and self.deadman) or self.blocked:
             self.t.release()
             return self.t.command()
         if not self.t.held.any():

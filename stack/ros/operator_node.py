@@ -54,7 +54,8 @@ PARAMS = {
     "stall_eps": (0.005, "progress (m) that counts as not stalled"),
     "takeover_steps": (40, "steps the operator keeps authority once it took over"),
     "max_takeovers": (2, "takeovers per episode at most"),
-    "dims": ("", "JSON list of the joint indices (spec order) the operator commands; empty: all"),
+    "dims": ("", "JSON list of the joint indices (spec order) the operator commands; empty: all (keyboard: the "
+                 "initial selection; gamepad: what the deadman takes over, unless its config says)"),
     "progress": ('{"distance": 1.0, "ee_object_distance": 0.5}', "JSON weights of the task's distances"),
     "max_step_rad": (0.1, "the operator's target moves at most this far from the measured joints per step (0: off)"),
     "observation_topic": (topics.OBSERVATION, "the policy's observation of each step"),
@@ -121,6 +122,8 @@ class OperatorNode(R2sNode):
             takeover = Takeover(lo + p.position_margin, hi - p.position_margin, spec.joint_names)
             if p.operator == "keyboard":
                 self.human = KeyboardTeleop(takeover, p.jog_step_rad)
+                if p.dims.strip():  # pre-selected: t takes these over
+                    self.human.selected = {int(d) for d in takeover._dims(json.loads(p.dims))}
             else:
                 cfg = GamepadConfig.from_json(p.gamepad)
                 if cfg.dims is None and p.dims.strip():
@@ -138,8 +141,12 @@ class OperatorNode(R2sNode):
         self.io.subscribe(JointState, spec.joint_states_topic, self._on_joint_states, QOS_STATE, latest_only=True)
         self.io.subscribe(JointState, p.observation_topic, self._on_human_step, QOS_RELIABLE)
         self.add_subscription(DiagnosticArray, topics.EPISODE, self._on_human_episode, QOS_RELIABLE)
+        self.add_subscription(String, topics.AUTHORITY, self._on_authority, QOS_RELIABLE)
         if p.operator == "gamepad":
             self.add_subscription(Joy, p.joy_topic, self._on_joy, QOS_STATE)
+        self.requested = "policy"
+        self.acked = True
+        self.t_request = 0.0
         self.in_episode = False
         self.operating = False
         self.success = False
@@ -244,8 +251,30 @@ class OperatorNode(R2sNode):
         with self._lock:
             self.in_episode = event == "start"
             if event == "end" and self.human.t.held.any():
-                self.human.t.release()
+                self.human.release()
                 self._say("episode ended: released, the policy has every joint")
+
+    def _on_authority(self, msg: String) -> None:
+        """The safety node's authority per executed command: acknowledges this node's request; a change away from
+        an acknowledged ``human`` it did not ask for (an e-stop reset) releases the takeover."""
+        with self._lock:
+            if msg.data == self.requested:
+                self.acked = True
+            elif self.acked and self.requested == "human":
+                self.human.release()
+                self.operating = False
+                self.requested = msg.data
+                self._say(f"the safety node gave authority to {msg.data}: released (take over again to resume)")
+
+    def _request(self, authority: str) -> None:
+        """Ask the safety node for ``authority``; re-asked every 0.25 s until it says so (a request sent before the
+        graph's discovery completed is lost)."""
+        now = self.now_ns() * 1e-9
+        if authority != self.requested or (not self.acked and now - self.t_request > 0.25):
+            self._authority_pub.publish(String(data=authority))
+            self.acked = authority == self.requested and self.acked
+            self.requested = authority
+            self.t_request = now
 
     def _on_human_step(self, msg: JointState) -> None:
         with self._lock:
@@ -258,15 +287,14 @@ class OperatorNode(R2sNode):
                 if not self.operating:
                     self.operating = True
                     self.takeovers += 1
-                    self._authority_pub.publish(String(data="human"))
                     self.get_logger().info(f"taking over {[self.spec.joint_names[i] for i in cmd.dims]}")
                 self._teleop.header.stamp = msg.header.stamp
                 self._teleop.name = [self.spec.joint_names[i] for i in cmd.dims]
                 self._teleop.position = cmd.targets.tolist()
-                self._teleop_pub.publish(self._teleop)
+                self._teleop_pub.publish(self._teleop)  # before the request: the safety node has a command at once
                 self.commands += 1
-            else:
-                self._hand_back()
+            self.operating = cmd.authority == "human"
+            self._request(cmd.authority)
 
     def on_deactivate(self, state):
         with self._lock:

@@ -118,11 +118,10 @@ def cmd_record(argv: list[str]) -> int:
         print(f"r2s record: --operator {args.operator!r}: expected one of {sorted(OPERATORS)}", file=sys.stderr)
         return 2
     if not args.sim:
-        print("r2s record: only --sim is built (the scripted operator needs the simulated task's state); on a robot, "
-              "`r2s deploy` records the bag while a human commands /r2s/teleop/joint_command", file=sys.stderr)
+        print("r2s record: only --sim is built; on a robot, `r2s deploy` records the bag while a human commands "
+              "/r2s/teleop/joint_command (or the operator node with operator:=keyboard|gamepad runs beside it)",
+              file=sys.stderr)
         return 2
-    from stack.ros.deploy import DeployError
-
     if args.operator == "keyboard" and not args.keys:
         problem = keyboard_input_problem()
         if problem:
@@ -132,6 +131,8 @@ def cmd_record(argv: list[str]) -> int:
     if args.keys and not Path(args.keys).exists():
         print(f"r2s record: --keys {args.keys}: no such file or FIFO", file=sys.stderr)
         return 2
+    from stack.ros.deploy import DeployError
+
     if args.operator == "scripted":
         op = operator_params(stall_steps=args.stall_steps, takeover_steps=args.takeover_steps,
                              max_takeovers=args.max_takeovers, dims=args.dims)

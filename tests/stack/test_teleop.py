@@ -116,6 +116,22 @@ def test_deadman_takes_over_only_its_dims_and_jog_stays_within_limits():
     np.testing.assert_array_equal(pad.t.mask(), [0, 0, 1, 0])
 
 
+def test_after_a_release_the_deadman_must_be_let_go_before_it_takes_over_again():
+    pad = _pad()
+    pad.joy(*_joy(pressed=(4,)), 0.0)
+    assert pad.step(Q, 0.0).authority == "human"
+    pad.release()  # e.g. the episode ended
+    pad.joy(*_joy(pressed=(4,)), 0.05)
+    assert pad.step(Q, 0.05).authority == "policy"
+    pad.joy(*_joy(), 0.1)
+    pad.joy(*_joy(pressed=(4,)), 0.15)
+    assert pad.step(Q, 0.15).authority == "human"
+    kb = _kb()
+    kb.key("t")
+    kb.release()
+    assert kb.step(Q).authority == "policy"
+
+
 def test_buttons_mark_episodes_on_their_press():
     pad = _pad()
     assert pad.joy(*_joy(pressed=(7,)), 0.0) == ["start"]
@@ -151,3 +167,24 @@ def test_gamepad_config_from_json_names_bad_fields():
     with pytest.raises(ValueError, match="out of range"):
         GamepadTeleop(Takeover(LO, HI), GamepadConfig(axes={9: 0}))
     assert isinstance(_pad().step(Q, 0.0), Command)
+
+
+def test_record_refuses_a_keyboard_operator_without_a_terminal_or_pipe(monkeypatch, capsys, tmp_path):
+    import os
+
+    from stack.ros.record import cmd_record, keyboard_input_problem
+
+    with open(os.devnull) as null:
+        assert "neither a terminal nor a pipe" in keyboard_input_problem(null)
+        monkeypatch.setattr("sys.stdin", null)
+        assert cmd_record(["--sim", "--policy", "p.onnx", "--operator", "keyboard"]) == 2
+        assert "needs an interactive terminal or keys piped into stdin" in capsys.readouterr().err
+    r, w = os.pipe()
+    with os.fdopen(r) as pipe, os.fdopen(w, "w"):
+        assert keyboard_input_problem(pipe) is None
+    keys = tmp_path / "keys"
+    keys.write_text("t\n")
+    with open(keys) as f:
+        assert keyboard_input_problem(f) is None
+    assert cmd_record(["--sim", "--policy", "p.onnx", "--operator", "keyboard", "--keys", str(tmp_path / "no")]) == 2
+    assert "no such file or FIFO" in capsys.readouterr().err
