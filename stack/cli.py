@@ -19,7 +19,8 @@ COMMANDS: dict[str, str] = {
     "eval": "evaluate a trained run in simulation (return, success rate, optional video)",
     "export": "export a trained policy to one ONNX file with metadata",
     "deploy": "run an exported policy through ROS 2 nodes (real robot or sim robot)",
-    "record": "record intervention logs: a policy on the sim robot through ROS 2 with a scripted operator",
+    "record": "record intervention logs: a policy on the sim robot through ROS 2 with a scripted, keyboard or gamepad "
+              "operator",
     "replay": "fine-tune the policy that recorded intervention logs from them (HABC or BC), export, report",
     "sysid": "calibrate the simulator from real logs (real-to-sim)",
     "logs": "inspect recorded bags (logs info BAG: episodes, rates, interventions, outcomes, policy versions) and "
