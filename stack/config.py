@@ -27,8 +27,12 @@ class EnvConfig:
     """Environments stepped in parallel."""
     num_workers: int | None = None
     """Worker processes of the pool (default: one per core, at most num_envs)."""
-    backend: Literal["pool", "sync"] = "pool"
-    """'pool': shared-memory worker processes; 'sync': all envs in the training process."""
+    backend: Literal["pool", "sync", "genesis"] = "pool"
+    """'pool': shared-memory worker processes; 'sync': all envs in the training process; 'genesis': all envs in one
+    Genesis scene in the training process (``sim.genesis_pool.GenesisPool``: reach, hopper, walker2d, halfcheetah;
+    the ``genesis`` extra, in its own venv .venv-genesis — ``make test-genesis`` builds it; Genesis' GPU backend when
+    ``device`` is cuda, else its CPU one). Evaluation stays on MuJoCo — the simulator ``r2s eval`` and deploy use — so
+    ``eval_return`` measures the policy in MuJoCo (Genesis' hopper differs at contacts and joint limits)."""
     task_kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments for the task (e.g. reward_type: sparse)."""
     randomization: dict[str, Any] = field(default_factory=dict)
