@@ -65,9 +65,14 @@ def cmd_tasks(argv: list[str]) -> int:
 
 def cmd_train(argv: list[str]) -> int:
     cfg = parse_train_config(argv, prog="r2s train")
+    from sim.genesis_pool import GenesisUnavailable
     from stack.train import train
 
-    run_dir = train(cfg)
+    try:
+        run_dir = train(cfg)
+    except GenesisUnavailable as e:  # env.backend=genesis: the extra lives in its own venv
+        print(f"r2s train: {e}", file=sys.stderr)
+        return 2
     if os.environ.get("RANK", "0") == "0" and not os.environ.get("R2S_LAUNCHED"):  # one line per run, not per rank
         print(f"run directory: {run_dir}")
     return 0
