@@ -453,6 +453,27 @@ def _batch_class(cls):
 GENESIS_TASKS = ("reach", "hopper", "walker2d", "halfcheetah")
 
 
+def check_supported(task: str | type, task_kwargs: dict | None = None, backend: str = "cpu",
+                    precision: str = "32"):
+    """Refuse what the Genesis backend lacks — another task, domain randomisation, rendering, an unknown backend or
+    precision — with a ``ValueError`` naming the field (no Genesis import: a caller checks before it builds anything).
+    Returns the batch class of ``task``."""
+    batch = _batch_class(resolve_task(task))
+    if batch is None:
+        raise ValueError(f"task: the Genesis backend has {list(GENESIS_TASKS)}; got {task!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+    if str(precision) not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
+    r = (task_kwargs or {}).get("randomization")
+    if (r if isinstance(r, DomainRandomization) else DomainRandomization.from_dict(r)).enabled:
+        raise ValueError("task_kwargs.randomization: the Genesis backend has no domain randomisation; "
+                         "expected None")
+    if (task_kwargs or {}).get("render_mode") is not None:
+        raise ValueError("task_kwargs.render_mode: the Genesis backend does not render; expected None")
+    return batch
+
+
 class GenesisPool(_PoolBase):
     """``num_envs`` envs of ``task`` in one Genesis scene (see the module docstring); ``WorkerPool``'s semantics.
 
@@ -462,19 +483,7 @@ class GenesisPool(_PoolBase):
     def __init__(self, task: str | type = "reach", num_envs: int = 1, seed: int = 0, task_kwargs: dict | None = None,
                  backend: str = "cpu", precision: str = "32", rigid_options: dict | None = None):
         cls = resolve_task(task)
-        batch = _batch_class(cls)
-        if batch is None:
-            raise ValueError(f"task: the Genesis backend has {list(GENESIS_TASKS)}; got {task!r}")
-        if backend not in BACKENDS:
-            raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
-        if str(precision) not in PRECISIONS:
-            raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
-        r = (task_kwargs or {}).get("randomization")
-        if (r if isinstance(r, DomainRandomization) else DomainRandomization.from_dict(r)).enabled:
-            raise ValueError("task_kwargs.randomization: the Genesis backend has no domain randomisation; "
-                             "expected None")
-        if (task_kwargs or {}).get("render_mode") is not None:
-            raise ValueError("task_kwargs.render_mode: the Genesis backend does not render; expected None")
+        batch = check_supported(task, task_kwargs, backend, precision)
         import_genesis()
         super().__init__(task, num_envs, seed, task_kwargs)
         obs_space = self.single_observation_space
@@ -509,5 +518,5 @@ def genesis_available() -> bool:
     return True
 
 
-__all__ = ["BACKENDS", "GENESIS_TASKS", "GenesisPool", "GenesisUnavailable", "genesis_available", "import_genesis",
-           "init_genesis"]
+__all__ = ["BACKENDS", "GENESIS_TASKS", "GenesisPool", "GenesisUnavailable", "check_supported", "genesis_available",
+           "import_genesis", "init_genesis"]

@@ -24,9 +24,11 @@ from stack.config import TrainConfig
 def train(cfg: TrainConfig) -> Path:
     """Train as ``cfg`` says and return the run directory (``runs/<name>``; with ``seeds``: the group's folder)."""
     from stack import distributed
+    from stack.runners.base import check_env_backend
 
     if cfg.nproc < 1:
         raise ValueError(f"nproc={cfg.nproc}: expected at least 1 learner process")
+    check_env_backend(cfg)  # before a seeds group or a launch spec is written
     if cfg.nproc > 1 and distributed.launched_world_size() == 1:
         return launch(cfg)
     if cfg.seeds:

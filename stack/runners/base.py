@@ -65,9 +65,44 @@ def make_envs(cfg: TrainConfig, num_envs: int | None = None, seed_offset: int = 
 
         return RayPool(cfg.env.task, num_envs or cfg.env.num_envs, num_actors=cfg.env.num_workers,
                        address=ray_address(cfg.workers), **kw)
+    if cfg.env.backend == "genesis":
+        from sim.genesis_pool import GenesisPool
+
+        return GenesisPool(cfg.env.task, num_envs or cfg.env.num_envs, backend=genesis_backend(cfg), **kw)
     if cfg.env.backend == "pool":
         kw["num_workers"] = cfg.env.num_workers
     return make_pool(cfg.env.task, num_envs or cfg.env.num_envs, backend=cfg.env.backend, **kw)
+
+
+def genesis_backend(cfg: TrainConfig) -> str:
+    """Genesis' backend of an ``env.backend='genesis'`` run: 'gpu' when the learner's device is cuda, else 'cpu'."""
+    return "gpu" if resolve_device(cfg.device).type == "cuda" else "cpu"
+
+
+def check_env_backend(cfg: TrainConfig) -> None:
+    """Refuse an ``env.backend`` this process cannot run before anything is built or written (the run directory, a
+    seeds group, a launch spec): Genesis without the ``genesis`` extra (``GenesisUnavailable`` saying how to install
+    it), or asked for what it lacks."""
+    if cfg.env.backend != "genesis":
+        return
+    from sim.core import DomainRandomization
+    from sim.genesis_pool import GenesisUnavailable, check_supported, import_genesis
+
+    if ray_address(cfg.workers) is not False:
+        raise ValueError(f"workers={cfg.workers!r} with env.backend='genesis': Genesis steps all envs in one scene of "
+                         "the training process; expected workers='local'")
+    if DomainRandomization.from_dict(cfg.env.randomization or None).enabled:
+        raise ValueError("env.randomization with env.backend='genesis': the Genesis backend has no domain "
+                         "randomisation; expected {}")
+    try:
+        check_supported(cfg.env.task, cfg.env.task_kwargs)
+    except ValueError as e:  # name the config's field, not the pool's argument
+        raise ValueError(f"env.{e} (env.backend='genesis')") from e
+    try:
+        import_genesis()
+    except GenesisUnavailable as e:
+        raise GenesisUnavailable(f"env.backend='genesis': {e} (`make test-genesis` builds .venv-genesis; then train "
+                                 "with .venv-genesis/bin/r2s train ...)") from e
 
 
 def ray_address(workers: str) -> str | None | bool:
@@ -110,6 +145,7 @@ class Runner:
             raise NotImplementedError(f"nproc={distributed.world_size()}: {type(self).__name__} ({cfg.algo}) trains "
                                       "in one process; several learner processes run algo ppo, fpo or dppo")
         ray_address(cfg.workers)  # a bad value refused before the run directory exists
+        check_env_backend(cfg)  # so is a Genesis backend this process lacks
         self.is_main = distributed.is_main()
         """Rank 0 (or the only process): the one that evaluates and writes the run directory."""
         torch.set_num_threads(cfg.torch_threads)
@@ -275,5 +311,5 @@ def _truncate_metrics(path: Path, step_key: str, steps: int) -> None:
         writer.writerows(rows)
 
 
-__all__ = ["EVAL_SEED_OFFSET", "TIMING_KEYS", "Runner", "due", "eval_metrics", "eval_seed", "make_envs",
-           "resolve_device", "task_kwargs_of"]
+__all__ = ["EVAL_SEED_OFFSET", "TIMING_KEYS", "Runner", "check_env_backend", "due", "eval_metrics", "eval_seed",
+           "genesis_backend", "make_envs", "resolve_device", "task_kwargs_of"]
