@@ -41,7 +41,7 @@ test: $(VENV)/.ros-installed
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q tests
 
 # The genesis extra lives in its own venv: genesis-world would downgrade pillow and plotly in the main one (it keeps
-# the pinned mujoco and torch). Opt-in (≈ 2 min install, 4.6 GB; the tests ≈ 90 s on a cold kernel cache, ≈ 30 s warm).
+# the pinned mujoco and torch). Opt-in (≈ 2 min install, 4.6 GB; the tests ≈ 2 min on a cold kernel cache, ≈ 1 min warm).
 GVENV := .venv-genesis
 GLOG  := $(GVENV)/install.log
 $(GVENV)/.genesis-installed: pyproject.toml
@@ -53,7 +53,7 @@ $(GVENV)/.genesis-installed: pyproject.toml
 	@touch $@
 
 test-genesis: $(GVENV)/.genesis-installed
-	OMP_NUM_THREADS=1 $(GVENV)/bin/python -m pytest -q -m genesis tests/sim/test_genesis.py
+	OMP_NUM_THREADS=1 $(GVENV)/bin/python -m pytest -q -m genesis tests/sim/test_genesis.py tests/stack/test_train_genesis.py
 
 lint: $(VENV)/.train-installed
 	$(VENV)/bin/ruff check stack sim robots policies tests
