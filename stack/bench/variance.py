@@ -33,6 +33,11 @@ checkpoint 91 s, 120k env steps 180 s): state-only 0.284, action-dependent 0.268
 and 75.9 % of Q̂'s variance. A 6 % cut: Tucker et al.'s picture (the Q̂ noise, not the other dimensions' actions,
 dominates), not Wu et al.'s large one.
 
+Learning curves (``--curves 153600``: the ``reach_ppo_delta`` preset with and without ``ppo.action_baseline``, seeds
+1 2 3 paired, 20 evaluation episodes at 6 points; 10 min on the loaded box): final success PPO 35/30/50 % (38 ± 6 %)
+vs action baseline 60/35/55 % (50 ± 8 %), paired +12 ± 7 points; return 0.17 ± 0.66 vs 0.70 ± 1.13, paired +0.53 ±
+0.73. Within two SE of no difference — again no clear gain, as Tucker et al.
+
 Full: hopper, halfcheetah and the arm, seeds 1 2 3, 200 batches each of 8,000 (locomotion, 8 ×
 1,000 steps) or 2,000 (arm) samples from longer-trained checkpoints — CPU hours. The top-level figures are the arm's
 (the acceptance keys); with several seeds, ``grad_var_*`` are means over seeds, ``variance_ratio`` their ratio and
