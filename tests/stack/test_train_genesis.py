@@ -1,4 +1,5 @@
-"""Training on Genesis (``env.backend: genesis``): refusals before the run directory exists, and a short PPO run.
+"""Training on Genesis (``env.backend: genesis``): refusals before the run directory exists, a short PPO run, and
+its exact resume (Genesis' CPU backend is deterministic: a resumed run logs the uninterrupted run's metrics).
 
 The refusals run in any venv (the ones without Genesis need no Genesis; the missing-extra one runs where the extra is
 absent, as in the main venv). The training run needs the ``genesis`` extra's own venv (``.venv-genesis``): it skips
@@ -28,7 +29,8 @@ BATCH = 4 * 128  # num_envs × rollout_steps
 
 def _cfg(tmp_path, **env) -> TrainConfig:
     return TrainConfig(algo="ppo", env=EnvConfig(**{"task": "hopper", "num_envs": 4, "backend": "genesis", **env}),
-                       ppo=PPOConfig(rollout_steps=128, num_minibatches=4, update_epochs=2, hidden=(32, 32)),
+                       ppo=PPOConfig(rollout_steps=128, num_minibatches=4, update_epochs=2, hidden=(32, 32),
+                                     anneal_lr=False),  # lr independent of the budget: a shorter part run, resumed
                        total_env_steps=4 * BATCH, eval_every=2 * BATCH, eval_episodes=2, checkpoint_every=2 * BATCH,
                        runs_dir=str(tmp_path), name="g", progress=False, tensorboard=False, seed=5)
 
@@ -70,19 +72,30 @@ def test_other_backends_pass_untouched(tmp_path):
 
 
 # ---- a short PPO run on Genesis (CPU backend) ---------------------------------------------------------------------
-@pytest.mark.genesis
-@skip_no_genesis
-def test_ppo_trains_on_genesis_and_evaluates_on_mujoco(tmp_path):
+def _rows(run) -> list[dict]:
+    with open(run / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def genesis_run(tmp_path_factory):
+    """4 iterations of PPO on 4 Genesis hopper envs (2048 env steps), evaluated and checkpointed every 2."""
     from sim.genesis_pool import GenesisPool
-    from stack.evaluate import evaluate_run
     from stack.runners import runner_for
 
-    runner = runner_for(_cfg(tmp_path))
+    runner = runner_for(_cfg(tmp_path_factory.mktemp("genesis")))
     assert isinstance(runner.envs, GenesisPool) and runner.envs.backend == "cpu"  # device cpu → Genesis' CPU backend
-    run = runner.learn()
-    assert run == tmp_path / "g"
-    with open(run / "metrics.csv") as f:
-        rows = list(csv.DictReader(f))
+    return runner.learn()
+
+
+@pytest.mark.genesis
+@skip_no_genesis
+def test_ppo_trains_on_genesis_and_evaluates_on_mujoco(genesis_run):
+    from stack.evaluate import evaluate_run
+
+    run = genesis_run
+    assert run.name == "g"
+    rows = _rows(run)
     assert [int(r["env_steps"]) for r in rows] == [BATCH, 2 * BATCH, 3 * BATCH, 4 * BATCH]
     # Genesis' hopper episodes: a random policy falls within tens of steps, so episodes finish in every rollout.
     assert all(float(r["episodes"]) > 0 and 1.0 < float(r["train_length"]) < 1000.0 for r in rows)
@@ -94,3 +107,20 @@ def test_ppo_trains_on_genesis_and_evaluates_on_mujoco(tmp_path):
     # Evaluation stays on MuJoCo: `r2s eval` (MuJoCo envs) reproduces the run's last eval_return exactly.
     result = evaluate_run(run)
     assert result["return_mean"] == pytest.approx(float(rows[-1]["eval_return"]), abs=1e-9)
+
+
+@pytest.mark.genesis
+@skip_no_genesis
+def test_a_resumed_genesis_run_continues_as_the_uninterrupted_one(genesis_run, tmp_path):
+    import dataclasses
+
+    from stack.runners import TIMING_KEYS
+    from stack.train import train
+
+    part = train(dataclasses.replace(_cfg(tmp_path), total_env_steps=2 * BATCH))
+    resumed = train(dataclasses.replace(_cfg(tmp_path), resume=str(part)))
+    whole, rows = _rows(genesis_run), _rows(resumed)
+    assert [r["env_steps"] for r in rows] == [r["env_steps"] for r in whole]
+    for a, b in zip(whole, rows):
+        for k in a.keys() - set(TIMING_KEYS):
+            assert (a[k] == b[k]) or float(a[k]) == pytest.approx(float(b[k]), rel=1e-6, abs=1e-9), (a["env_steps"], k)
