@@ -58,3 +58,11 @@ def test_fpo_bc_fine_tunes_the_flow_bc_it_caches(tmp_path, monkeypatch):
         rate, _ = arm.run_method(method, "reach", 1, str(tmp_path), "cpu", tiny, cache)
         assert 0.0 <= rate <= 1.0
     assert list(cache) == [("bc_flow", "reach", 1)]  # the fine-tune reused the BC run, not a second one
+
+
+def test_quick_leaves_out_the_flow_methods(tmp_path, monkeypatch):
+    ran: list[tuple[str, str]] = []
+    monkeypatch.setattr(arm, "run_method", lambda m, t, *a, **k: (ran.append((m, t)), (0.5, 0.0))[1])
+    arm.run_seed(1, quick=True, runs_dir=str(tmp_path))
+    assert {m for m, _ in ran} == set(arm.METHODS) - set(arm.QUICK_LEAVES_OUT)
+    assert [m for m, t in ran if t == "push"] == ["bc_gauss", "ppo_bc"]
