@@ -28,8 +28,12 @@ Methods (every one on the tasks' delta joint targets, ``sim.tasks.arm``; the exp
   evaluation 60 % at 167k, stopped). The run that held changed γ 0.95 → 0.99 and the shaping together (not separated):
   the drift was not the cold critic alone, likely the short-horizon return of the default shaping (the fingertip
   pulled onto the puck from any side).
-  ``--quick``'s wall time with ppo_bc on push (500k) was not measured (PPO ~3,000 env steps/s on the quiet box,
-  400–650 on the loaded one).
+  ``--quick`` measured (seed 1, every method, 2026-12-03, the box at load 4–6 from other jobs): 1411 s wall;
+  success on reach baseline 100, ppo 98, fpo++ 2, bc 16 → dppo 60, bc_gauss 96 → ppo_bc 98, bc_flow 98 → fpo++_bc
+  100 %; on push bc_gauss 58 → ppo_bc 62 % (100 demos, 500k). Wall per run: ppo 166 s, fpo++ 146, bc 49, dppo 285,
+  ppo_bc 144 (reach) / 388 (push), fpo++_bc 166, the rest ≤ 43. ``QUICK_LEAVES_OUT`` then dropped bc_flow and
+  fpo++_bc (178 s): ~1233 s at that load; at the quiet box's PPO rate (65 s for those 300k, 2.6× faster) ≈ 8 min,
+  an estimate, not re-measured.
 
 Success is counted as the tasks define it (at the episode's end; reach 2 cm, push 3 cm in the table plane), over
 ``EVAL_EPISODES`` episodes on the evaluation seeds ``10_000 …`` — the same seeds for every method. Budgets: the
