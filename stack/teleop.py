@@ -29,6 +29,8 @@ EPISODE_KEYS = {"s": "start", "e": "end", "y": "success", "n": "failure"}
 """Key → episode mark (``stack.ros.keyboard_operator``'s keys)."""
 QUIT = "q"
 TAKE, RELEASE_ALL, JOG_UP, JOG_DOWN, CLEAR = "t", "r", "+", "-", "0"
+JOINT_KEYS = "123456789"
+"""Keys that select joints 1-9 (ASCII only: ``str.isdigit`` also takes '²' or '٣', which ``int`` refuses or reads)."""
 KEY_ALIASES = {" ": RELEASE_ALL, "=": JOG_UP, "_": JOG_DOWN}
 HELP = ("keys: 1-9 select joint | 0 clear selection | t take over the selection (none selected: all; again: release "
         "it) | r or space release all | + / - jog the selected held joints | s start an episode | y success | "
@@ -125,7 +127,7 @@ class KeyboardTeleop:
             self.quit = True
             self.t.release()
             return None
-        if k.isdigit() and k != CLEAR:
+        if k in JOINT_KEYS:
             i = int(k) - 1
             if i >= self.t.n:
                 raise KeyError(f"joint key {k!r}: the robot has joints 1-{self.t.n}")
@@ -146,6 +148,13 @@ class KeyboardTeleop:
             return None
         self.unknown += 1
         raise KeyError(f"unknown key {k[:20]!r}")
+
+    @staticmethod
+    def is_key(k: str) -> bool:
+        """Whether ``k`` is one character ``key`` knows (a reader's filter for runs of keys)."""
+        k = KEY_ALIASES.get(k, k.lower())
+        return len(k) == 1 and (k in JOINT_KEYS or k in EPISODE_KEYS or k in (QUIT, TAKE, RELEASE_ALL, JOG_UP,
+                                                                          JOG_DOWN, CLEAR))
 
     def release(self) -> None:
         """Hand every joint back (an episode end, or the safety node gave authority to someone else)."""

@@ -174,11 +174,9 @@ class OperatorNode(R2sNode):
 
     def _read_keys(self) -> None:
         from stack.ros.keyboard_operator import inputs
-        from stack.teleop import EPISODE_KEYS, HELP, KEY_ALIASES
+        from stack.teleop import HELP, KeyboardTeleop
 
-        def is_key(k: str) -> bool:
-            return k.isdigit() or k in KEY_ALIASES or k.lower() in (*EPISODE_KEYS, "q", "t", "r", "+", "-")
-
+        is_key = KeyboardTeleop.is_key
         old = None
         stream = None
         try:

@@ -188,3 +188,16 @@ def test_record_refuses_a_keyboard_operator_without_a_terminal_or_pipe(monkeypat
         assert keyboard_input_problem(f) is None
     assert cmd_record(["--sim", "--policy", "p.onnx", "--operator", "keyboard", "--keys", str(tmp_path / "no")]) == 2
     assert "no such file or FIFO" in capsys.readouterr().err
+
+
+def test_only_ascii_digits_select_joints_and_the_reader_filter_agrees_with_key():
+    kb = _kb()
+    for k in ("²", "٣", "x"):  # str.isdigit() is True for the first two; int("²") raises ValueError
+        assert not KeyboardTeleop.is_key(k)
+        with pytest.raises(KeyError, match="unknown key"):
+            kb.key(k)
+    assert not kb.selected
+    for k in "0123456789tTr +-=_sSeyYnq":
+        assert KeyboardTeleop.is_key(k), k
+    kb.key("3")
+    assert kb.selected == {2}
