@@ -110,6 +110,12 @@ class EpisodeTracker:
 
 
 # ---- episodes the operator marks (a real robot) --------------------------------------------------------------------
+def operator_marked(values: dict[str, str]) -> bool:
+    """Whether an ``/r2s/episode`` event's values are the episode node's (an operator's marks on a real robot), not a
+    sim task's: nothing resets the robot's state at its start, and only the operator can tell its outcome."""
+    return values.get("source") == "operator"
+
+
 def operator_event(text, topic: str = "/r2s/episode_event") -> tuple[str, str]:
     """(mark, note) of an operator's ``<mark>[: note]`` text; case and surrounding blanks do not matter. Anything else
     is a ``BadMessage``."""

@@ -57,6 +57,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from stack.ros import topics
 from stack.ros.bag import BagWriter
 from stack.ros.common import SUCCESS, R2sNode, declare_parameters, load_robot, run_node
+from stack.ros.episode_tracker import operator_marked
 
 PARAMS = {
     "output_dir": ("", "bag directory to create (empty: r2s_bag_<UTC time> in the working directory)"),
@@ -414,7 +415,7 @@ class RecorderNode(R2sNode):
         labels)."""
         s = self.store.types
         values = {**self.open_episode, "reason": "recording stopped"}
-        if values.get("source") != "operator":
+        if not operator_marked(values):
             values["outcome"] = "timeout"
         msg = s["diagnostic_msgs/msg/DiagnosticArray"](
             header=s["std_msgs/msg/Header"](stamp=s["builtin_interfaces/msg/Time"](sec=now // 10**9,

@@ -50,7 +50,7 @@ from stack.ros.common import (
     QOS_LATCHED, QOS_RELIABLE, QOS_STATE, SUCCESS, BadMessage, JointMatcher, R2sNode, Ticker, declare_parameters,
     load_robot, run_node, set_stamp, stamp_ns, status_array,
 )
-from stack.ros.episode_tracker import episode_event
+from stack.ros.episode_tracker import episode_event, operator_marked
 from stack.ros.messages import check_stamp, partial_joint_command, trajectory_positions
 from stack.ros.safety import AUTHORITIES, Decision, SafetySupervisor
 
@@ -339,7 +339,9 @@ class SafetyNode(R2sNode):
 
     def _on_episode(self, msg: DiagnosticArray) -> None:
         event, values = episode_event(msg, topics.EPISODE)
-        if event == "start" and values["episode"] != self._episode_seen:  # a repeated start is no new reset
+        # A sim's start may have moved the robot (resync accepts that jump and restarts the limiter from it); an
+        # operator's start on a real robot moves nothing, so a jump then stays a fault held through.
+        if event == "start" and values["episode"] != self._episode_seen and not operator_marked(values):
             self._episode_seen = values["episode"]
             with self._lock:
                 self.sup.resync(self._t())

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from robots.spec import JointSpec, RobotSpec
-from stack.ros.episode_tracker import OPERATOR_EVENTS, OperatorEpisodes, operator_event
+from stack.ros.episode_tracker import OPERATOR_EVENTS, OperatorEpisodes, operator_event, operator_marked
 from stack.ros.keyboard_operator import KEYS, marks, publish_marks
 from stack.ros.messages import BadMessage
 from stack.ros.safety import SafetySupervisor
@@ -130,6 +130,22 @@ def test_a_start_during_the_homing_lets_it_arrive_first_and_an_estop_while_parke
     statuses, cmds = _run(sup, 2.7, 3, 1.0)
     assert set(statuses) == {"hold: between episodes"}  # still parked; nothing moves it home until the next start
     assert np.ptp(cmds) < 0.25
+
+
+def test_an_operator_start_is_no_reset_so_a_jump_after_it_stays_a_fault():
+    # The safety node resyncs (accepts a joint_states jump, restarts the limiter from it) only at a start that is
+    # not operator_marked: a sim reset moves the robot, an operator's start on a real robot does not.
+    (_, start), = OperatorEpisodes().mark("start", 0.0).events
+    assert operator_marked(start) and not operator_marked({"episode": "0", "robot": "so101", "seed": "0"})
+    for resync, refused in ((False, True), (True, False)):
+        sup = SafetySupervisor(ARM, timeout_s=10.0)
+        sup.measured([0.0], t=0.0)
+        _run(sup, 0.0, 3, 0.0)
+        if resync:
+            sup.resync(0.3)
+        assert (sup.measured([2.5], t=0.35) is not None) == refused  # 2.5 rad in 50 ms: a glitch on a real robot
+        if refused:
+            assert sup.decide(0.35).command[0] == pytest.approx(0.0)  # held where it was, not sent to 2.5
 
 
 def test_before_the_first_start_the_arm_holds_where_it_is():
