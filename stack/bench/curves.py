@@ -82,4 +82,37 @@ def compare_variants(preset: str | dict, task: str, steps: int, seeds: list[int]
     return out
 
 
-__all__ = ["CURVE_EVALS", "compare_variants", "preset_config", "run_curve"]
+def run_tasks(presets: dict, variants: dict[str, dict], tag: str, steps: dict[str, int], seeds: list[int] | None,
+              runs_dir: str = "runs") -> dict:
+    """``compare_variants`` per task of ``steps`` (task → env steps; ``presets``: task → preset), one torch thread,
+    seeds 1 2 3 by default: a bench's whole run (``bench entropy``, ``bench wpo``)."""
+    import os
+
+    import torch
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    seeds = [int(s) for s in (seeds or [1, 2, 3])]
+    t0 = time.perf_counter()
+    per_task = {task: compare_variants(presets[task], task, n, seeds, variants, tag, runs_dir)
+                for task, n in steps.items()}
+    return {"seeds": seeds, "per_task": per_task, "wall_s": round(time.perf_counter() - t0, 1)}
+
+
+def main(doc: str, run, full_steps: dict[str, int]) -> None:
+    """A bench module's ``python -m`` entry: --quick, --seeds, one --task (and its --steps) of the full budget."""
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--seeds", type=int, nargs="+", default=None)
+    p.add_argument("--task", default=None, choices=sorted(full_steps), help="one task of the full budget only")
+    p.add_argument("--steps", type=int, default=None, help="env steps (with --task)")
+    p.add_argument("--runs-dir", default="runs")
+    args = p.parse_args()
+    chosen = {args.task: args.steps or full_steps[args.task]} if args.task else None
+    print(json.dumps(run(quick=args.quick, seeds=args.seeds, runs_dir=args.runs_dir, steps=chosen)))
+
+
+__all__ = ["CURVE_EVALS", "compare_variants", "main", "preset_config", "run_curve", "run_tasks"]

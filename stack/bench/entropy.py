@@ -19,10 +19,7 @@ preset's 307k and Hopper at 1M (``--task hopper --steps 307200`` was run instead
 
 from __future__ import annotations
 
-import json
-import time
-
-from stack.bench.curves import compare_variants
+from stack.bench.curves import main, run_tasks
 
 ENT_START = 0.01
 """α's start (``ppo.ent_coef``): CleanRL's usual entropy coefficient on advantages normalised per minibatch."""
@@ -34,29 +31,10 @@ FULL_STEPS = {"reach": 307_200, "hopper": 1_000_000}
 
 def run(quick: bool = False, seeds: list[int] | None = None, runs_dir: str = "runs",
         steps: dict[str, int] | None = None) -> dict:
-    import os
-
-    import torch
-
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    torch.set_num_threads(1)
-    seeds = [int(s) for s in (seeds or [1, 2, 3])]
-    t0 = time.perf_counter()
-    per_task = {task: compare_variants(PRESETS[task], task, n, seeds, VARIANTS, "bench-entropy", runs_dir)
-                for task, n in (steps or (QUICK_STEPS if quick else FULL_STEPS)).items()}
-    return {"quick": quick, "seeds": seeds, "ent_start": ENT_START, "target_entropy": "-act_dim",
-            "per_task": per_task, "wall_s": round(time.perf_counter() - t0, 1)}
+    out = run_tasks(PRESETS, VARIANTS, "bench-entropy", steps or (QUICK_STEPS if quick else FULL_STEPS), seeds,
+                    runs_dir)
+    return {"quick": quick, "ent_start": ENT_START, "target_entropy": "-act_dim", **out}
 
 
 if __name__ == "__main__":
-    import argparse
-
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--seeds", type=int, nargs="+", default=None)
-    p.add_argument("--task", default=None, help="one task of the full budget only")
-    p.add_argument("--steps", type=int, default=None, help="env steps (with --task)")
-    p.add_argument("--runs-dir", default="runs")
-    args = p.parse_args()
-    chosen = {args.task: args.steps or FULL_STEPS[args.task]} if args.task else None
-    print(json.dumps(run(quick=args.quick, seeds=args.seeds, runs_dir=args.runs_dir, steps=chosen)))
+    main(__doc__, run, FULL_STEPS)

@@ -11,10 +11,7 @@ preset's 60k and Hopper (SAC's defaults, CleanRL's) at ``FULL_STEPS`` — CPU ho
 
 from __future__ import annotations
 
-import json
-import time
-
-from stack.bench.curves import compare_variants
+from stack.bench.curves import main, run_tasks
 
 VARIANTS = {"sac": {}, "sac_wpo": {"sac": {"actor_update": "wpo"}}}
 PRESETS: dict[str, str | dict] = {
@@ -27,28 +24,9 @@ FULL_STEPS = {"reach": 60_000, "hopper": 300_000}
 
 def run(quick: bool = False, seeds: list[int] | None = None, runs_dir: str = "runs",
         steps: dict[str, int] | None = None) -> dict:
-    import os
-
-    import torch
-
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    torch.set_num_threads(1)
-    seeds = [int(s) for s in (seeds or [1, 2, 3])]
-    t0 = time.perf_counter()
-    per_task = {task: compare_variants(PRESETS[task], task, n, seeds, VARIANTS, "bench-wpo", runs_dir)
-                for task, n in (steps or (QUICK_STEPS if quick else FULL_STEPS)).items()}
-    return {"quick": quick, "seeds": seeds, "per_task": per_task, "wall_s": round(time.perf_counter() - t0, 1)}
+    return {"quick": quick, **run_tasks(PRESETS, VARIANTS, "bench-wpo", steps or (QUICK_STEPS if quick else FULL_STEPS),
+                                        seeds, runs_dir)}
 
 
 if __name__ == "__main__":
-    import argparse
-
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--seeds", type=int, nargs="+", default=None)
-    p.add_argument("--task", default=None, help="one task of the full budget only")
-    p.add_argument("--steps", type=int, default=None, help="env steps (with --task)")
-    p.add_argument("--runs-dir", default="runs")
-    args = p.parse_args()
-    chosen = {args.task: args.steps or FULL_STEPS[args.task]} if args.task else None
-    print(json.dumps(run(quick=args.quick, seeds=args.seeds, runs_dir=args.runs_dir, steps=chosen)))
+    main(__doc__, run, FULL_STEPS)

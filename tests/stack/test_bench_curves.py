@@ -29,3 +29,25 @@ def test_differences_are_paired_by_seed(monkeypatch):
     assert out["eval_return_b_minus_a"] == pytest.approx(1.5)
     assert out["eval_return_b_minus_a_se"] == pytest.approx(0.5)
     assert out["a"]["final_eval_return"] == pytest.approx(3.0) and out["b"]["final_eval_return"] == pytest.approx(4.5)
+
+
+def test_bench_entropy_and_wpo_run_their_variants_on_the_tasks_asked(monkeypatch):
+    from stack.bench import entropy, wpo
+
+    seen = []
+
+    def fake(cfg):
+        seen.append((cfg.algo, cfg.env.task, cfg.seed, cfg.total_env_steps, cfg.ppo.auto_entropy,
+                     cfg.sac.actor_update))
+        return {"eval_return": [float(cfg.seed)], "env_steps": [cfg.total_env_steps], "run_dir": ""}
+
+    monkeypatch.setattr(curves, "run_curve", fake)
+    out = entropy.run(seeds=[1, 2], runs_dir="/tmp/r", steps={"reach": 2048})
+    assert out["seeds"] == [1, 2] and out["ent_start"] == entropy.ENT_START and not out["quick"]
+    assert [s[2:5] for s in seen] == [(1, 2048, False), (2, 2048, False), (1, 2048, True), (2, 2048, True)]
+    assert out["per_task"]["reach"]["eval_return_ppo_soft_minus_ppo"] == 0.0
+    seen.clear()
+    out = wpo.run(quick=True, seeds=[3], runs_dir="/tmp/r")
+    assert list(out["per_task"]) == ["reach"] and out["quick"]
+    assert [(s[0], s[3], s[5]) for s in seen] == [("sac", wpo.QUICK_STEPS["reach"], "sac"),
+                                                  ("sac", wpo.QUICK_STEPS["reach"], "wpo")]
