@@ -200,7 +200,13 @@ def cmd_bench(argv: list[str]) -> int:
     elif args.which == "arm":  # stack.bench.arm.run(quick=..., seeds=...) -> dict
         result = bench.run(quick=args.quick, seeds=args.seeds, device=args.device)
     elif args.which in ("entropy", "wpo"):  # 3 paired seeds even in --quick (a learning claim)
-        result = bench.run(quick=args.quick, seeds=args.seeds)
+        if args.task and args.task not in bench.FULL_STEPS:
+            print(f"r2s bench {args.which}: --task {args.task!r}; expected one of {sorted(bench.FULL_STEPS)}",
+                  file=sys.stderr)
+            return 2
+        # --task: that task alone, at --steps or its full budget
+        steps = {args.task: args.steps or bench.FULL_STEPS[args.task]} if args.task else None
+        result = bench.run(quick=args.quick, seeds=args.seeds, steps=steps)
     elif args.which in ("variance", "sysid", "replay"):  # run(quick=..., seeds=...) -> dict
         result = bench.run(quick=args.quick, seeds=args.seeds or ([args.seed] if args.quick else None))
     elif args.which == "faults":  # stack.bench.faults.run(quick=...) -> dict (needs the ROS 2 wheels)
