@@ -51,3 +51,16 @@ def test_bench_entropy_and_wpo_run_their_variants_on_the_tasks_asked(monkeypatch
     assert list(out["per_task"]) == ["reach"] and out["quick"]
     assert [(s[0], s[3], s[5]) for s in seen] == [("sac", wpo.QUICK_STEPS["reach"], "sac"),
                                                   ("sac", wpo.QUICK_STEPS["reach"], "wpo")]
+
+
+def test_r2s_bench_entropy_task_runs_that_task_alone(monkeypatch, capsys):
+    from stack.cli import main
+
+    seen = []
+    monkeypatch.setattr(curves, "run_curve", lambda cfg: seen.append((cfg.env.task, cfg.total_env_steps)) or
+                        {"eval_return": [0.0], "env_steps": [1], "run_dir": ""})
+    assert main(["bench", "entropy", "--task", "hopper", "--steps", "1024", "--seeds", "1"]) == 0
+    assert seen == [("hopper", 1024)] * 2
+    capsys.readouterr()
+    assert main(["bench", "wpo", "--task", "push"]) == 2
+    assert "expected one of ['hopper', 'reach']" in capsys.readouterr().err
