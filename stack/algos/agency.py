@@ -4,6 +4,12 @@ controller embedded in training by per-step arbitration, agency handed to the le
 * Per step (``policies.arbitrated``): the learner proposes a_L (a SAC sample); its certificate value is
   q = min of the twin **target** critics at (s, a_L); the learner acts iff q > Q* + Δ or U < p (one draw per
   decision), else the baseline acts; p ← λp; a certificate sets Q* ← q.
+* Q* is the episode's best certified pair (s†, a†) **valued by the same critic as q**: SAC updates the critic between
+  the steps of an episode (replay ratio 1: one update per transition), and on zone the soft-Q level drifts by ~0.005
+  per env step early on (mean 0 → +2.8 over the first 3k), so a value stored at certification time and compared with
+  a later critic's q lets the drift alone (≫ Δ = 0.01 over an episode) certify: 23–25 % of decisions did before,
+  7–8 % with the re-valuation. Each step therefore re-values (s†, a†) with the current target critics (one forward
+  pass on 2N rows) before comparing.
 * At each episode end (``AgencySchedule``): f = clip(k / (0.9·T_total), 0, 1) with k the env steps so far;
   p_ep = p₀ + (1 − p₀)·f; with L̄ the mean length of the last 20 episodes (rounded, ≥ 1) and R₀ = Σ_{t<L̄} p₀λ₀^t,
   R = R₀ + (L̄ − R₀)·f and λ solves Σ_{t<L̄} λ^t = R / p_ep on [0, 1] (bisection; the sum rises with λ from 1 to L̄).
@@ -118,6 +124,10 @@ class AgencyTransfer:
         self.arbitrator.start_episodes(slice(None), schedule.p_ep)
         self.device = sac.device
         self.calls = {"baseline_rows": 0, "certified": 0, "decisions": 0}
+        self.held = np.zeros(num_envs, bool)
+        """Envs whose episode holds a certified pair (s†, a†) (Q* re-valued from it each step)."""
+        self.cert_obs: torch.Tensor | None = None
+        self.cert_act: torch.Tensor | None = None
 
     @property
     def actor(self):
@@ -153,7 +163,15 @@ class AgencyTransfer:
         if self.schedule.annealed or self.schedule.fraction(env_steps) >= 1.0:
             # p = λ = 1: every draw would grant the learner; skip the critic and the draw
             return proposals, np.ones(n, bool)
-        authority, certified = self.arbitrator.decide(self.certificate_values(obs_t, proposals_t), self.schedule.lam)
+        held = np.flatnonzero(self.held)
+        if held.size:  # q and the episode's best pair valued by the same (current) critic
+            values = self.certificate_values(torch.cat((obs_t, self.cert_obs[held])),
+                                             torch.cat((proposals_t, self.cert_act[held])))
+            q, self.arbitrator.q_star[held] = values[:n], values[n:]
+        else:
+            q = self.certificate_values(obs_t, proposals_t)
+        authority, certified = self.arbitrator.decide(q, self.schedule.lam)
+        self._hold(certified, obs_t, proposals_t)
         self.calls["certified"] += int(certified.sum())
         self.calls["baseline_rows"] += int((~authority).sum())
         return arbitrate(obs, proposals, authority, baseline), authority
@@ -162,23 +180,45 @@ class AgencyTransfer:
         """Episodes in ``envs`` (mask) ended with ``lengths``: update the schedule, restart those envs' arbitration."""
         p_ep, _ = self.schedule.update(env_steps, lengths)
         self.arbitrator.start_episodes(envs, p_ep)
+        self.held[envs] = False
 
     def restart_all(self) -> None:
         """Every env starts a new episode (after a checkpoint's reset)."""
         self.arbitrator.start_episodes(slice(None), self.schedule.p_ep)
+        self.held[:] = False
+
+    def _hold(self, certified: np.ndarray, obs: torch.Tensor, actions: torch.Tensor) -> None:
+        """The certified rows' (s, a_L) become their episodes' best pair."""
+        rows = np.flatnonzero(certified)
+        if not rows.size:
+            return
+        if self.cert_obs is None:
+            self.cert_obs, self.cert_act = torch.zeros_like(obs), torch.zeros_like(actions)
+        idx = torch.as_tensor(rows, device=obs.device)
+        self.cert_obs[idx], self.cert_act[idx] = obs[idx], actions[idx]
+        self.held[rows] = True
 
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return self.sac.update(batch)
 
     def state_dict(self) -> dict:
+        pairs = None if self.cert_obs is None else {"obs": self.cert_obs.cpu(), "act": self.cert_act.cpu()}
         return {"sac": self.sac.state_dict(), "schedule": self.schedule.state_dict(),
-                "arbitrator": self.arbitrator.state_dict(), "calls": dict(self.calls)}
+                "arbitrator": self.arbitrator.state_dict(), "calls": dict(self.calls),
+                "held": self.held.tolist(), "pairs": pairs}
 
     def load_state_dict(self, state: dict) -> None:
         self.sac.load_state_dict(state["sac"])
         self.schedule.load_state_dict(state["schedule"])
         self.arbitrator.load_state_dict(state["arbitrator"])
         self.calls = {k: int(v) for k, v in state["calls"].items()}
+        self.held = np.asarray(state.get("held", np.zeros_like(self.held)), bool)
+        pairs = state.get("pairs")
+        if pairs is None:
+            self.cert_obs = self.cert_act = None
+            self.held[:] = False
+        else:
+            self.cert_obs, self.cert_act = pairs["obs"].to(self.device), pairs["act"].to(self.device)
 
 
 def make_algo(cfg, obs_dim: int, act_dim: int, device: str | torch.device = "cpu") -> AgencyTransfer:

@@ -105,3 +105,24 @@ def test_agency_state_round_trips():
     np.testing.assert_array_equal(b.arbitrator.q_star, a.arbitrator.q_star)
     assert b.arbitrator.rng.random() == a.arbitrator.rng.random()
     assert isinstance(b, AgencyTransfer)
+
+
+def test_the_best_certified_pair_is_revalued_by_the_current_critic():
+    # A critic whose value is one constant b for every (s, a); an update between two steps lifts it to b + 1. The
+    # same state and action must not certify as an improvement: the stored Q* = b compared with the new critic's
+    # b + 1 would (drift, not progress); the pair re-valued by the current critic gives Q* = b + 1.
+    algo = _agency(num_envs=1)
+    algo.arbitrator.start_episodes(slice(None), 0.0)  # no relax: only certificates grant the learner
+    with torch.no_grad():
+        for q in (algo.sac.qnet_target.q1, algo.sac.qnet_target.q2):
+            q[-1].weight.zero_()
+            q[-1].bias.fill_(0.5)
+    obs = np.zeros((1, 3), np.float32)
+    assert algo.act(obs, _raises, 0)[1].all()  # Q* = −inf: the first proposal certifies
+    with torch.no_grad():
+        for q in (algo.sac.qnet_target.q1, algo.sac.qnet_target.q2):
+            q[-1].bias.add_(1.0)
+    executed, authority = algo.act(obs, lambda o: np.full((len(o), 2), 0.25), 0)
+    assert not authority.any() and algo.arbitrator.q_star[0] == pytest.approx(1.5)
+    algo.end_episodes(np.ones(1, bool), [2], env_steps=2)  # a new episode: Q* = −inf again, nothing held
+    assert not algo.held.any() and algo.act(obs, _raises, 2)[1].all()
