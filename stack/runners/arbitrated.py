@@ -72,6 +72,7 @@ class ArbitratedRunner(OffPolicyRunner):
         self.baseline = PolicyUnitBaseline(cfg.env.task, task_kwargs_of(cfg), space.low, space.high)
         self._learner_steps = 0
         self._decisions = 0
+        self._seen_calls = {"certified": 0, "decisions": 0}
 
     def make_algo(self):
         if self.cfg.algo == "agency":
@@ -108,8 +109,10 @@ class ArbitratedRunner(OffPolicyRunner):
         if self.cfg.algo == "agency":
             s, calls = self.algo.schedule, self.algo.calls
             row.update(p_ep=s.p_ep, lam=s.lam, anneal=s.f)
-            if calls["decisions"]:  # since the run (or resume) began
-                row["certified_share"] = calls["certified"] / calls["decisions"]
+            decisions = calls["decisions"] - self._seen_calls["decisions"]
+            if decisions:  # since the last row, as learner_share (and the on-policy runner's)
+                row["certified_share"] = (calls["certified"] - self._seen_calls["certified"]) / decisions
+            self._seen_calls = dict(calls)
         self._learner_steps = self._decisions = 0
         return row
 
@@ -124,6 +127,7 @@ class ArbitratedRunner(OffPolicyRunner):
         super().restore(ckpt)
         if self.cfg.algo == "agency":
             self.algo.restart_all()
+            self._seen_calls = dict(self.algo.calls)
 
     def controller(self, seed: int):
         base = super().controller(seed)
