@@ -247,7 +247,8 @@ def sync_normalizers(obs_normalizer: ObsNormalizer, reward_scaler: RewardScaler)
 
 def offset_generators(generators: dict[str, torch.Generator], seed: int, steps: int) -> None:
     """Rank r > 0 draws its own actions: each generator reseeded from (seed, rank, steps). Rank 0 keeps its state
-    (the one saved with checkpoints), so a resumed multi-rank run is exact on rank 0 and freshly seeded elsewhere."""
+    (the one saved with checkpoints). The runner calls it at the start and after every checkpoint, so a run resumed
+    from a checkpoint reseeds ranks r > 0 exactly as the uninterrupted run did there."""
     r = rank()
     if r == 0:
         return

@@ -163,6 +163,10 @@ class OnPolicyRunner(Runner):
 
     def after_checkpoint(self) -> None:
         self.collector.reset(seed=self.env_seed(self.steps))  # a checkpoint is an episode boundary
+        if distributed.world_size() > 1:
+            # only rank 0's generators are saved: the others are reseeded from (seed, rank, steps) here, as a run
+            # resumed from this checkpoint reseeds them, so it continues exactly as this one
+            distributed.offset_generators(self.algo.generators, self.cfg.seed, self.steps)
 
     def env_seed(self, steps: int) -> int:
         """The seed of this process's first env at a reset after ``steps`` env steps (env i: + i)."""

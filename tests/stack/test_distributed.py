@@ -212,16 +212,32 @@ def test_ranks_step_disjoint_envs_seeded_as_one_pool(ranks):
     assert [r["has_run_dir"] for r in ranks] == [True, False]
 
 
-def test_r2s_train_nproc_2_writes_one_run_from_rank_0(tmp_path):
+def test_r2s_train_nproc_2_writes_one_run_from_rank_0_and_resumes_exactly(tmp_path):
     from stack.cli import main
+    from stack.runners import TIMING_KEYS
 
     steps_per_iteration = 4 * 8
-    rc = main(["train", "--env.task", "point_mass", "--env.num-envs", "4", "--env.backend", "sync",
-               "--ppo.rollout-steps", "8", "--ppo.num-minibatches", "2", "--ppo.update-epochs", "2",
-               "--ppo.hidden", "16", "16", "--total-env-steps", str(2 * steps_per_iteration), "--eval-episodes", "2",
-               "--checkpoint-every", str(steps_per_iteration), "--nproc", "2", "--runs-dir", str(tmp_path),
-               "--name", "ddp", "--no-progress", "--no-tensorboard"])
+
+    def train(name: str, iterations: int, *extra: str) -> int:
+        return main(["train", "--env.task", "point_mass", "--env.num-envs", "4", "--env.backend", "sync",
+                     "--ppo.rollout-steps", "8", "--ppo.num-minibatches", "2", "--ppo.update-epochs", "2",
+                     "--ppo.hidden", "16", "16", "--ppo.no-anneal-lr",  # the rate does not depend on the total
+                     "--total-env-steps", str(iterations * steps_per_iteration), "--eval-episodes", "2",
+                     "--checkpoint-every", str(steps_per_iteration), "--eval-every", str(steps_per_iteration),
+                     "--nproc", "2",
+                     "--runs-dir", str(tmp_path), "--name", name, "--no-progress", "--no-tensorboard", *extra])
+
+    def learned(run) -> list[dict]:
+        with open(run / "metrics.csv") as f:
+            return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in csv.DictReader(f)]
+
+    rc = train("ddp", 2)
     assert rc == 0
+    # a run stopped at its first checkpoint and resumed: rank 1's generators are reseeded there as the whole run's
+    # were (only rank 0's are saved), so the second iteration's update is the same
+    assert train("part", 1) == 0
+    assert train("part", 2, "--resume", str(tmp_path / "part")) == 0
+    assert learned(tmp_path / "part") == learned(tmp_path / "ddp")
     run = tmp_path / "ddp"
     with open(run / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
