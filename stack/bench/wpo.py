@@ -7,6 +7,12 @@ final figures are paired (``stack.bench.curves``).
 
 ``--quick``: reach (delta targets, the ``reach_sac_delta`` preset) at ``QUICK_STEPS``, seeds 1–3; full: reach at the
 preset's 60k and Hopper (SAC's defaults, CleanRL's) at ``FULL_STEPS`` — CPU hours on 2 cores.
+
+Measured ``--quick`` (2026-12-03, 20 evaluation goals a point, 974 s wall at load 2–6; 102–316 s a run): final success
+SAC 75/80/80 % (78 ± 2 %), SAC-WPO 75/70/70 % (72 ± 2 %), paired −7 ± 3 points; return 5.51 ± 0.12 vs 4.88 ± 0.33,
+paired −0.63 ± 0.44. At 30k WPO trails SAC by about two SE on success; the curves are level up to 20k (10–30 % both).
+With the earlier 60k runs (2 seeds: SAC 100/100, WPO 100/95 %) it supports "no gain from WPO here", not a loss at
+convergence. Full mode not run.
 """
 
 from __future__ import annotations
