@@ -36,7 +36,8 @@ Homing (``start_homing``): the command moves to a target pose along the same lim
 whatever the sources say; faults still hold, an e-stop cancels it. ``deactivate`` holds (or homes) for good.
 ``park`` (an episode's end, on a robot whose operator marks episodes) homes the same way and then holds at home
 (status ``hold: between episodes``) until ``unpark`` (the next start); a start during the homing lets it finish first,
-so every episode begins at home.
+so every episode begins at home — except one that ended while the e-stop was latched: that park holds where the arm
+is, before and after the reset.
 """
 
 from __future__ import annotations
@@ -238,8 +239,9 @@ class SafetySupervisor:
 
     def park(self, home=None) -> None:
         """Between episodes: move to ``home`` along the limited path (None: stay where the command is) and hold there
-        until ``unpark``."""
-        if home is not None:
+        until ``unpark``. With the e-stop latched it holds where it is (an episode marked ended after an e-stop: its
+        reset must not start a move nobody commanded after it)."""
+        if home is not None and not self.estopped:
             self.start_homing(home)
         self.parked = True
 

@@ -25,8 +25,9 @@ authority requests are refused while the e-stop is latched.
 
 Between episodes: with ``home_between_episodes`` (a real robot whose operator marks episodes, ``episode_node``) each
 episode ``end`` on ``/r2s/episode`` moves the arm to ``home_pose`` along the same limited path and holds it there
-(status ``hold: between episodes``) until the next ``start``; a start during the homing lets it arrive first. Before
-the first start the arm holds where it is (or, with ``home_on_activate``, at home).
+(status ``hold: between episodes``) until the next ``start``; a start during the homing lets it arrive first; an end
+while the e-stop is latched holds where the arm is, after the reset too. Before the first start the arm holds where it
+is (or, with ``home_on_activate``, at home).
 
 Run: ``python -m stack.ros.safety_node --ros-args --params-file launch/so101.yaml`` (console script
 ``r2s-safety-node``); lifecycle: configure → activate.
@@ -350,7 +351,9 @@ class SafetyNode(R2sNode):
         with self._lock:
             if event == "end" and not self.sup.parked:
                 self.sup.park(self.home)
-                self.get_logger().info(f"episode {values['episode']} ended: homing, then holding until the next start")
+                self.get_logger().info(f"episode {values['episode']} ended: "
+                                       + ("homing, then holding" if self.sup.homing else "holding where it is (e-stop)")
+                                       + " until the next start")
             elif event == "start" and self.sup.parked:
                 self.sup.unpark()
                 self.get_logger().info(f"episode {values['episode']} started: "

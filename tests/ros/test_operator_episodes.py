@@ -148,6 +148,21 @@ def test_an_operator_start_is_no_reset_so_a_jump_after_it_stays_a_fault():
             assert sup.decide(0.35).command[0] == pytest.approx(0.0)  # held where it was, not sent to 2.5
 
 
+def test_an_episode_ended_during_an_estop_does_not_home_after_its_reset():
+    sup = SafetySupervisor(ARM, timeout_s=10.0)
+    sup.measured([1.0], t=0.0)
+    _run(sup, 0.0, 2, 1.0)
+    sup.estop()
+    sup.park([0.0])  # the operator marks the failure after pressing the e-stop
+    statuses, _ = _run(sup, 0.2, 2, 1.0)
+    assert set(statuses) == {"hold: e-stop"}
+    sup.reset_estop()
+    statuses, cmds = _run(sup, 0.4, 5, 1.0)
+    assert set(statuses) == {"hold: between episodes"} and cmds == pytest.approx([1.0] * 5)  # no move home
+    sup.unpark()
+    assert _run(sup, 0.9, 1, 1.0)[0] == ["ok"]
+
+
 def test_before_the_first_start_the_arm_holds_where_it_is():
     sup = SafetySupervisor(ARM, timeout_s=10.0)
     sup.measured([0.7], t=0.0)
