@@ -220,11 +220,18 @@ class GamepadConfig:
         if unknown:
             raise ValueError(f"gamepad config: unknown field(s) {sorted(unknown)}; expected "
                              f"{sorted(cls.__dataclass_fields__)}")
-        for k in ("axes", "marks"):
-            if k in raw:
-                raw[k] = {int(a): (int(b) if k == "axes" else str(b)) for a, b in raw[k].items()}
-        if raw.get("dims") is not None:
-            raw["dims"] = tuple(int(d) for d in raw["dims"])
+        expected = {"axes": "an object of joint index -> axis index", "marks": "an object of button index -> mark",
+                    "dims": "a list of joint indices"}
+        for k in expected:
+            if raw.get(k) is None:
+                continue
+            try:
+                if k == "dims":
+                    raw[k] = tuple(int(d) for d in raw[k])
+                else:
+                    raw[k] = {int(a): (int(b) if k == "axes" else str(b)) for a, b in raw[k].items()}
+            except (AttributeError, TypeError, ValueError):
+                raise ValueError(f"gamepad config: {k} is {raw[k]!r}; expected {expected[k]}") from None
         return cls(**{**raw, **kw})
 
 

@@ -164,6 +164,9 @@ def test_gamepad_config_from_json_names_bad_fields():
     assert cfg.axes == {0: 1} and cfg.marks == {2: "end"} and cfg.dims == (0,) and cfg.deadman == 5
     with pytest.raises(ValueError, match="unknown field"):
         GamepadConfig.from_json('{"speeed": 1}')
+    for text, field in (('{"axes": [1, 2]}', "axes"), ('{"marks": {"a": "end"}}', "marks"), ('{"dims": 3}', "dims")):
+        with pytest.raises(ValueError, match=f"gamepad config: {field} is .*; expected"):
+            GamepadConfig.from_json(text)
     with pytest.raises(ValueError, match="out of range"):
         GamepadTeleop(Takeover(LO, HI), GamepadConfig(axes={9: 0}))
     assert isinstance(_pad().step(Q, 0.0), Command)
