@@ -245,6 +245,11 @@ class GamepadTeleop:
         bad = [j for j in cfg.axes if not 0 <= int(j) < takeover.n]
         if bad or (cfg.dims is not None and not all(0 <= d < takeover.n for d in cfg.dims)):
             raise ValueError(f"gamepad config: joints {bad or list(cfg.dims)} out of range [0, {takeover.n})")
+        bad_idx = [i for i in (*cfg.axes.values(), cfg.deadman, *cfg.marks) if int(i) < 0]
+        bad_marks = sorted(set(cfg.marks.values()) - set(EPISODE_KEYS.values()))
+        if bad_idx or bad_marks:
+            raise ValueError(f"gamepad config: axis/button indices {bad_idx} (expected >= 0), marks {bad_marks} "
+                             f"(expected some of {sorted(EPISODE_KEYS.values())})")
         if not (cfg.speed > 0 and 0 <= cfg.deadzone < 1 and cfg.timeout_s > 0 and cfg.max_dt > 0):
             raise ValueError(f"gamepad config: speed {cfg.speed} (> 0), deadzone {cfg.deadzone} (in [0, 1)), "
                              f"timeout_s {cfg.timeout_s} (> 0), max_dt {cfg.max_dt} (> 0)")

@@ -169,6 +169,10 @@ def test_gamepad_config_from_json_names_bad_fields():
             GamepadConfig.from_json(text)
     with pytest.raises(ValueError, match="out of range"):
         GamepadTeleop(Takeover(LO, HI), GamepadConfig(axes={9: 0}))
+    with pytest.raises(ValueError, match=r"indices \[-1\]"):
+        GamepadTeleop(Takeover(LO, HI), GamepadConfig(axes={0: -1}))
+    with pytest.raises(ValueError, match=r"marks \['pause'\]"):
+        GamepadTeleop(Takeover(LO, HI), GamepadConfig(axes={0: 0}, marks={3: "pause"}))
     assert isinstance(_pad().step(Q, 0.0), Command)
 
 
