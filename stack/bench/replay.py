@@ -51,13 +51,14 @@ def require_ros() -> None:
                          "ROS 2 extra: pip install 'r2s-stack[ros]'") from None
 
 
-def start_policy(seed: int, runs_dir: str | Path) -> tuple[Path, str]:
-    """(start run, its exported ONNX) — the HABC bench's weak start policy, exported once."""
+def start_policy(seed: int, runs_dir: str | Path, start_budget=None) -> tuple[Path, str]:
+    """(start run, its exported ONNX) — the HABC bench's weak start policy (``start_budget``: a
+    ``stack.bench.habc.Budget``, default its quick one), exported once."""
     from stack.bench.habc import QUICK as HABC_QUICK
     from stack.bench.habc import ensure_start
     from stack.export import export_run
 
-    run, _ = ensure_start(seed, HABC_QUICK, runs_dir)
+    run, _ = ensure_start(seed, start_budget or HABC_QUICK, runs_dir)
     onnx_path = run / "policy.onnx"
     ckpt_meta = run / "checkpoints" / "latest" / "meta.json"
     if not onnx_path.is_file() or onnx_path.stat().st_mtime < ckpt_meta.stat().st_mtime:
