@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from policies.common import mlp
+from stack import distributed
 
 
 class MaskedActionBaseline(nn.Module):
@@ -175,8 +176,6 @@ def normalize_per_dimension(advantages: torch.Tensor) -> torch.Tensor:
     """PPO's advantage normalisation for [B, d] advantages: each dimension's minibatch mean removed (a constant
     baseline per dimension), one standard deviation over all entries, so the dimensions keep their relative weight
     (with several learner processes: over every rank's minibatch)."""
-    from stack import distributed
-
     if distributed.world_size() > 1:
         return (advantages - distributed.all_mean(advantages.mean(0))) / (distributed.mean_std(advantages)[1] + 1e-8)
     return (advantages - advantages.mean(0)) / (advantages.std() + 1e-8)
