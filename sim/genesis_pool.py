@@ -471,7 +471,22 @@ def check_supported(task: str | type, task_kwargs: dict | None = None, backend: 
                          "expected None")
     if (task_kwargs or {}).get("render_mode") is not None:
         raise ValueError("task_kwargs.render_mode: the Genesis backend does not render; expected None")
+    _check_no_command_delay(resolve_task(task), task_kwargs or {})
     return batch
+
+
+def _check_no_command_delay(cls: type, task_kwargs: dict) -> None:
+    """An arm task's robot overlay with a command delay: refused (Genesis steps its commands undelayed, so a run on it
+    would train without the delay its run directory and exported policy record)."""
+    from robots.overlay import command_delay_substeps, load_overlay, overlay_path
+    from sim.tasks.arm import ArmTask
+
+    if not (isinstance(cls, type) and issubclass(cls, ArmTask)):
+        return
+    path = overlay_path() if task_kwargs.get("robot_overlay") is None else str(task_kwargs["robot_overlay"])
+    if path and command_delay_substeps(load_overlay(path), path) > 0:
+        raise ValueError(f"robot overlay {path}: command_delay_substeps > 0, which the Genesis backend does not "
+                         "apply; expected 0 (train on the MuJoCo pool, env.backend 'pool', to keep the delay)")
 
 
 class GenesisPool(_PoolBase):

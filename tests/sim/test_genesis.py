@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 
 from sim.core import ActionError
-from sim.genesis_pool import GenesisPool, GenesisUnavailable
+from sim.genesis_pool import GenesisPool, GenesisUnavailable, check_supported
 from sim.pool import SyncPool
 from sim.tasks.locomotion import HopperTask
 
@@ -63,6 +63,19 @@ def test_refuses_tasks_and_options_it_lacks():
         GenesisPool("reach", 2, backend="tpu")
     with pytest.raises(ValueError, match="precision: expected one of"):
         GenesisPool("reach", 2, precision="16")
+
+
+def test_refuses_an_overlay_with_a_command_delay(tmp_path, monkeypatch):
+    delayed, plain = tmp_path / "delayed.yaml", tmp_path / "plain.yaml"
+    delayed.write_text("robot: so101\ncommand_delay_substeps: 2\n")
+    plain.write_text("robot: so101\ncommand_delay_substeps: 0\n")
+    with pytest.raises(ValueError, match="command_delay_substeps > 0"):
+        check_supported("reach", {"robot_overlay": str(delayed)})
+    monkeypatch.setenv("R2S_ROBOT_OVERLAY", str(delayed))
+    with pytest.raises(ValueError, match="command_delay_substeps > 0"):
+        check_supported("reach", {})
+    check_supported("reach", {"robot_overlay": str(plain)})  # the kwarg wins over the env var; no delay: accepted
+    check_supported("hopper", {})  # not an arm task: the overlay is not its
 
 
 @pytest.mark.skipif(HAVE_GENESIS, reason="genesis-world is installed here")
