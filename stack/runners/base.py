@@ -82,7 +82,14 @@ def genesis_backend(cfg: TrainConfig) -> str:
 def check_env_backend(cfg: TrainConfig) -> None:
     """Refuse an ``env.backend`` this process cannot run before anything is built or written (the run directory, a
     seeds group, a launch spec): Genesis without the ``genesis`` extra (``GenesisUnavailable`` saying how to install
-    it), or asked for what it lacks."""
+    it), or asked for what it lacks; and a robot overlay with a Ray cluster's workers (``ray://``)."""
+    address = ray_address(cfg.workers)
+    if isinstance(address, str) and run_overlay.task_overlay(cfg.env.task, cfg.env.task_kwargs):
+        # a cluster's actors get neither R2S_ROBOT_OVERLAY nor the file: they would simulate the nominal model while
+        # the run recorded the overlay
+        raise ValueError(f"workers={cfg.workers!r} with a robot overlay "
+                         f"({run_overlay.task_overlay(cfg.env.task, cfg.env.task_kwargs)}): Ray Client actors on "
+                         "other hosts do not carry it; expected workers='local' or 'ray' (a local instance)")
     if cfg.env.backend != "genesis":
         return
     from sim.core import DomainRandomization

@@ -98,6 +98,14 @@ def test_a_bad_overlay_is_refused_before_the_run_directory_exists(tmp_path, monk
     assert not (tmp_path / "runs" / "bad").exists()
 
 
+
+def test_an_overlay_with_ray_cluster_workers_is_refused_before_the_run_directory_exists(tmp_path, monkeypatch):
+    monkeypatch.setenv(OVERLAY_ENV, _overlay(tmp_path))
+    with pytest.raises(ValueError, match="workers='ray://head:10001' with a robot overlay"):
+        train(_cfg(tmp_path / "runs", "cluster", workers="ray://head:10001"))
+    assert not (tmp_path / "runs" / "cluster").exists()
+
+
 # ---- resume --------------------------------------------------------------------------------------------------------
 def test_resume_on_another_overlay_or_none_is_refused_naming_the_field(overlay_run, tmp_path, monkeypatch):
     src, path = overlay_run
