@@ -1,4 +1,4 @@
-"""r2s on a real ros2_control robot: recorder → safety → policy (the robot's own bringup runs the controllers).
+"""r2s on a real ros2_control robot: recorder → episodes → safety → policy (the robot bringup runs the controllers).
 
     ros2 launch launch/robot.launch.py policy:=/path/model.onnx [params:=launch/so101.yaml] [bag:=logs/run1]
         [home_between_episodes:=true]

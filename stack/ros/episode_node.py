@@ -35,6 +35,7 @@ PARAMS = {
     "robot": ("so101", "registered robot name (noted in each episode event)"),
     "task": ("", "what the operator has the robot do (noted in each episode event)"),
     "event_topic": (topics.EPISODE_EVENT, "String in: start | end | success | failure [: note]"),
+    "first_episode": (0, "number of the first episode (a restarted node continuing a recording: the next free one)"),
     "start_on_activate": (False, "start episode 0 at activation (false: at the operator's first start)"),
     "diagnostics_period_s": (1.0, "period of the /diagnostics status"),
 }
@@ -64,7 +65,7 @@ class EpisodeNode(R2sNode):
         return SUCCESS
 
     def on_activate(self, state):
-        self.episodes = OperatorEpisodes()
+        self.episodes = self.episodes.continued(self.p.first_episode)
         self.active = True
         if self.p.start_on_activate:
             self._apply("start", "", "start_on_activate")

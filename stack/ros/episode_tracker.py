@@ -151,6 +151,11 @@ class OperatorEpisodes:
         self.started_s = 0.0
         self.counts = dict.fromkeys(("episodes", "success", "failure", "without_outcome", "refused"), 0)
 
+    def continued(self, first_episode: int = 0) -> OperatorEpisodes:
+        """A fresh tracker (no open episode, counts at 0) numbering on after this one's last episode, or from
+        ``first_episode`` if that is later: a re-activated node never repeats an episode number in one recording."""
+        return OperatorEpisodes(max(int(first_episode), self.episode + 1))
+
     def mark(self, event: str, now_s: float, note: str = "", by: str = "") -> Mark:
         """Apply one mark (``OPERATOR_EVENTS``) at ``now_s``; ``by`` (topic, service, key) goes into the reason."""
         if event not in OPERATOR_EVENTS:

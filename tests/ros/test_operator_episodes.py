@@ -239,3 +239,13 @@ def test_deploy_refuses_operator_marks_beside_a_simulated_task_that_marks_its_ow
     policy.write_bytes(b"")  # never loaded: refused before any node starts
     with pytest.raises(DeployError, match="marks its own episodes"):
         deploy(str(policy), robot="so101", sim=True, task="push", operator_episodes=True, status=False)
+
+
+def test_a_reactivated_tracker_numbers_on_and_never_repeats_an_episode():
+    first = OperatorEpisodes()
+    for event in ("start", "success", "start", "end"):
+        first.mark(event, 1.0)
+    again = first.continued()
+    again.mark("start", 2.0)
+    assert again.episode == 2 and again.in_episode and again.counts["episodes"] == 1  # its own count
+    assert OperatorEpisodes().continued(first_episode=7).continued(first_episode=3).episode == 6
