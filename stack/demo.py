@@ -6,11 +6,13 @@ hand-written baseline controller on the same seeds → learning-curve plot and a
 export it to one ONNX file (parity-checked) → run that file through the torch-free robot runtime in MuJoCo → run it
 through the ROS 2 nodes (policy → safety → sim robot, separate processes over DDS, ``r2s deploy --sim``) for a few
 episodes, recorded to a rosbag2 MCAP bag → replay the bag: read it back without ROS and feed its recorded
-observations through the same ONNX file, checking every recorded proposal is reproduced → one HABC round on push
-(``stack.runners.habc``): a weak flow policy cloned from the push baseline's demos rolls out with a simulated operator
-(the baseline takes over when progress stalls, through the safety supervisor's mux), the round's intervention-aware
-weights fine-tune it, and its success before and after is printed on the same evaluation seeds.
-Each later stage of the stack (intervention logs, fine-tuning from them, real-to-sim) adds itself here.
+observations through the same ONNX file, checking every recorded proposal is reproduced → record, replay, fine-tune
+on push: a weak flow policy cloned from the push baseline's demos runs through the ROS 2 graph with the scripted
+operator (the baseline takes over when progress stalls, through the safety node's mux; ``r2s record``), the bag is
+replayed with HABC's intervention-aware credit (``r2s replay --algo habc``: a new exported policy), and the new
+policy's success is printed beside the old one's on the same evaluation seeds. Without rclpy the two ROS 2 stages
+are skipped with a message.
+Each later stage of the stack (real-to-sim) adds itself here.
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ def run_demo(quick: bool = False, runs_dir: str = "runs", name: str | None = Non
     print(f"    runtime   success {onnx_eval['success_rate']:.0%}  return {onnx_eval['return_mean']:8.2f}")
 
     ros = ros_stage(exported["path"], run_dir, episodes=2 if quick else 5)
-    habc = habc_stage(quick, run_dir, runs_dir)
+    replayed = replay_stage(quick, run_dir, runs_dir)
 
     summary = {
         "run_dir": str(run_dir),
@@ -95,12 +97,13 @@ def run_demo(quick: bool = False, runs_dir: str = "runs", name: str | None = Non
         "learning_curve": str(run_dir / "learning_curve.png"),
         "video": str(run_dir / "rollout.mp4") if (run_dir / "rollout.mp4").exists() else None,
         **(ros or {"ros": "skipped: rclpy not importable"}),
-        **habc,
+        **replayed,
         "wall_s": round(time.perf_counter() - t0, 1),
     }
     (run_dir / "demo_summary.json").write_text(json.dumps(summary, indent=2))
     _stage(8, f"outputs in {run_dir}: learning_curve.png, rollout.mp4, policy.onnx, metrics.csv, checkpoints/"
-           + (", bag/ (MCAP), ros_logs/" if ros else ""))
+           + (", bag/ (MCAP), ros_logs/" if ros else "")
+           + (", replay_bag/, replay/ (the fine-tuned run, replay_report.md)" if "replay_bag" in replayed else ""))
     return summary
 
 
@@ -135,38 +138,56 @@ def ros_stage(policy_path: str, run_dir: Path, episodes: int) -> dict | None:
             "replay_max_abs_diff": replay["max_abs_diff"]}
 
 
-HABC_DEMO_BUDGET = {"quick": dict(demo_episodes=20, pretrain_steps=300, rollouts_per_round=6, bc_steps=100,
-                                    critic_steps=100, eval_episodes=5),
-                    "full": dict(demo_episodes=100, pretrain_steps=3000, rollouts_per_round=30, bc_steps=1000,
-                                 critic_steps=2000, eval_episodes=20)}
-"""The demo's HABC round: the full budget is one round of ``r2s bench habc --quick`` (its start policy, cached in the
-runs folder, is the bench's); ``--quick`` only shows the stage runs."""
+REPLAY_DEMO_BUDGET = {"quick": dict(demo_episodes=20, pretrain_steps=300, episodes=2, bc_steps=100, critic_steps=100,
+                                      eval_episodes=5),
+                      "full": dict(demo_episodes=100, pretrain_steps=3000, episodes=12, bc_steps=1000,
+                                   critic_steps=2000, eval_episodes=20)}
+"""The demo's record → replay round: the full budget's start policy is ``r2s bench replay``'s (``r2s bench habc``'s,
+cached in the runs folder) with fewer recorded episodes (12 of 30, ~8 s each at real time) and evaluation seeds;
+``--quick`` only shows the stage runs."""
 
 
-def habc_stage(quick: bool, run_dir: Path, runs_dir: str) -> dict:
-    """Stage 7: one HABC round on push from simulated interventions, success before/after on the same seeds."""
-    import dataclasses
+def replay_stage(quick: bool, run_dir: Path, runs_dir: str) -> dict:
+    """Stage 7: a weak BC flow policy on push recorded through ROS 2 with the scripted operator (``r2s record``), the
+    bag replayed with HABC (``r2s replay --algo habc``), the new policy's success beside the old one's on the same
+    seeds. ``{"replay": "skipped: …"}`` where rclpy cannot be imported."""
+    try:
+        import rclpy  # noqa: F401
+    except ImportError as e:
+        _stage(7, f"record → replay stage skipped: recording needs ROS 2, rclpy cannot be imported ({e}); "
+                  "pip install 'r2s-stack[ros]'")
+        return {"replay": f"skipped: rclpy not importable ({e})"}
+    from stack.bench.habc import Budget
+    from stack.bench.replay import TASK, start_policy
+    from stack.log_replay import ReplayConfig, replay
+    from stack.ros.record import record
 
-    from stack.bench.habc import EVAL_SEED, Budget, ensure_start, rounds_config
-    from stack.runners.habc import HABCRounds, StartPolicy
-
-    budget = Budget(rounds=1, **HABC_DEMO_BUDGET["quick" if quick else "full"])
-    _stage(7, f"one HABC round on push: a weak BC flow policy ({budget.demo_episodes} baseline demos), "
-              f"{budget.rollouts_per_round} rollouts with a simulated operator taking over on stalled progress, "
-              f"intervention-aware weighted BC; success before/after on {budget.eval_episodes} seeds")
-    start_run, demos = ensure_start(1, budget, runs_dir)
-    start = StartPolicy.from_run(start_run)
-    cfg = dataclasses.replace(rounds_config(1, budget, "habc"), rounds=1)
-    rounds = HABCRounds(cfg, start, [demos], run_dir / "habc")
-    before = rounds.evaluate(budget.eval_episodes, EVAL_SEED)
-    row = rounds.run()[0]
-    after = rounds.evaluate(budget.eval_episodes, EVAL_SEED)
-    print(f"    HABC      success {before:.0%} → {after:.0%}; rollouts {row['rollout_success']:.0%} successful, "
-          f"{row['intervened_episodes']} of {budget.rollouts_per_round} with a takeover, "
-          f"{row['human_frames']} of {row['frames']} frames under the operator")
-    return {"habc_success_before": before, "habc_success_after": after,
-            "habc_rollout_success": row["rollout_success"], "habc_human_frames": row["human_frames"],
-            "habc_frames": row["frames"], "habc_dir": str(run_dir / "habc")}
+    b = REPLAY_DEMO_BUDGET["quick" if quick else "full"]
+    _stage(7, f"record → replay on {TASK}: a weak BC flow policy ({b['demo_episodes']} baseline demos) through ROS 2 "
+              f"for {b['episodes']} episodes with the scripted operator taking over on stalled progress (r2s "
+              "record), the bag replayed with HABC (r2s replay), success before/after on "
+              f"{b['eval_episodes']} seeds")
+    start_budget = Budget(demo_episodes=b["demo_episodes"], pretrain_steps=b["pretrain_steps"], rounds=1,
+                          rollouts_per_round=0, bc_steps=b["bc_steps"], critic_steps=b["critic_steps"],
+                          eval_episodes=b["eval_episodes"])
+    start_run, policy = start_policy(1, runs_dir, start_budget)
+    rec = record(policy, TASK, b["episodes"], run_dir / "replay_bag", seed=1000, log_dir=run_dir / "replay_ros_logs",
+                 status=False)
+    log = rec["log"]
+    print(f"    record    {log['episodes']} episodes, {log['outcomes'].get('success', 0)} success, "
+          f"{log['interventions']} takeovers, {log['human_share']:.0%} of steps under the operator")
+    report = replay([rec["bag"]], ReplayConfig(algo="habc", runs_dir=runs_dir, out_dir=str(run_dir / "replay"),
+                                               bc_steps=b["bc_steps"], critic_steps=b["critic_steps"],
+                                               eval_episodes=b["eval_episodes"]))
+    print(f"    replay    success {report['success_before']:.0%} → {report['success_after']:.0%} "
+          f"(version {report['init_version']} → {report['new_version']}, {report['new_policy']})")
+    return {"replay_start_run": str(start_run), "replay_bag": rec["bag"], "replay_episodes": log["episodes"],
+            "replay_interventions": log["interventions"], "replay_human_share": log["human_share"],
+            "replay_exit_codes": rec.get("exit_codes"), "replay_episodes_used": report["episodes_used"],
+            "replay_interventions_used": report["interventions_used"],
+            "replay_success_before": report["success_before"], "replay_success_after": report["success_after"],
+            "replay_new_policy": report["new_policy"], "replay_new_version": report["new_version"],
+            "replay_report": str(run_dir / "replay" / "replay_report.md")}
 
 
 def replay_bag(bag: str | Path, policy_path: str) -> dict:
