@@ -12,7 +12,8 @@
    no episode of the policy fine-tuned is refused. Episodes without an outcome are excluded (and counted).
 3. **Training set**: the episodes become an episode dataset (``stack.data.EpisodeWriter``, the fields HABC's
    in-process rounds store), actions in the policy's action space (a delta policy's absolute commands converted back
-   to deltas from the measured joints), read with HABC's intervention-aware credit (``stack.runners.habc.build_data``:
+   to deltas from the measured joints; the proposal on the dimensions the policy commanded, the executed command on
+   the operator's), read with HABC's intervention-aware credit (``stack.runners.habc.build_data``:
    outcome labels only after the last intervention, intervention windows imitation targets) beside the policy's
    demonstrations (its run's ``dataset``, weight 1).
 4. **Fine-tune** with one HABC update (critic heads → gate g → weighted BC; ``--algo bc``: uniform weights on the same
@@ -142,7 +143,13 @@ def logs_to_dataset(logs, out_dir: Path, task: str, task_kwargs: dict, version: 
                 q = obs[:nq]
                 proposal = s["proposal"][k] if np.all(np.isfinite(s["proposal"][k])) else s["executed"][k]
                 authority = AUTHORITY_NAMES.get(int(s["authority"][k]), "policy")
-                writer.add_step(obs, to_action(q, s["executed"][k]), float(np.nan_to_num(s["reward"][k])),
+                # The action learnt from: the policy's own proposal on the dimensions it commanded, the executed
+                # command on those the operator did — as HABC's in-process rounds store it. The executed command
+                # of a policy dimension is the safety node's limited copy of the proposal (e.g. the gripper clipped
+                # 0.02 rad inside its limit): imitating it shifts the policy off its own actions.
+                mask = np.asarray(s["intervention_mask"][k], bool)
+                action = np.where(mask, s["executed"][k], proposal)
+                writer.add_step(obs, to_action(q, action), float(np.nan_to_num(s["reward"][k])),
                                 truncated=j == len(idx) - 1, success=bool(s["success"][k]),
                                 proposal=to_action(q, proposal), authority=authority,
                                 intervention_mask=s["intervention_mask"][k])

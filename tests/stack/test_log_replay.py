@@ -161,3 +161,33 @@ def test_episodes_without_outcome_are_excluded_and_a_log_of_only_those_is_refuse
     g.close()  # the end event is lost: no outcome
     with pytest.raises(ReplayError, match="no episode with an outcome"):
         replay([tmp_path / "bag"], _cfg(runs, tmp_path / "new"))
+
+
+def test_the_policys_own_proposal_is_learnt_on_its_dimensions_the_executed_command_on_the_operators(tmp_path):
+    """The safety node's limited copy of a proposal (the gripper clipped inside its limit) is not what the policy
+    chose: policy steps keep their proposal as the action, operator steps the executed command (as in-process)."""
+    from stack.data import EpisodeDataset
+    from stack.data.logs import read_log
+    from stack.log_replay import logs_to_dataset
+
+    rng = np.random.default_rng(1)
+    g = FakeGraph(tmp_path / "bag")
+    g.episode("start", 0, "v", seed=0)
+    qs, proposals, executed = [], [], []
+    for k in range(6):
+        q = rng.uniform(-0.5, 0.5, 6)
+        proposal = q + rng.uniform(-0.05, 0.05, 6)
+        human = k >= 4
+        ex = q + rng.uniform(-0.05, 0.05, 6) if human else proposal + np.r_[0, 0, 0, 0, 0, 0.02]
+        g.step(np.concatenate([q, np.zeros(6), np.zeros(9)]), proposal, ex, human)
+        qs.append(q), proposals.append(proposal), executed.append(ex)
+    g.episode("end", 0, "v", outcome="success", length=6, success_step="")
+    g.close()
+    stats = logs_to_dataset([read_log(tmp_path / "bag")], tmp_path / "ds", "push", {"action_mode": "delta"}, "v", -2)
+    assert stats["current_episodes"] == 1 and stats["human_steps"] == 2
+    ds = EpisodeDataset(tmp_path / "ds")
+    ep = ds.episode(0, ["action", "action.proposal"])
+    scale = 0.1  # push's delta_scale: the action is (target − q) / scale
+    want = [(p if k < 4 else e) - q for k, (q, p, e) in enumerate(zip(qs, proposals, executed))]
+    np.testing.assert_allclose(ep["action"], np.array(want) / scale, atol=1e-5)
+    np.testing.assert_allclose(ep["action.proposal"], (np.array(proposals) - np.array(qs)) / scale, atol=1e-5)
