@@ -39,6 +39,17 @@ Agency on SAC (``agency``), measured before (ONE seed): 30k env steps, the learn
 −0.72; at 12k (load 8–10, 18 min) 32 % in 14.1 steps (training goal rate 0.94 in the first 10 %, 0.08 at its worst
 span); at 6k 0 %. A SAC update costs 10–19 ms on the loaded box (~20 s per 1k env steps at replay ratio 1), so SAC
 runs long enough to learn do not fit ``--quick``.
+
+The training goal rate's dip on SAC (12k, diagnosed with a row every 400 env steps, seeds 1–3): it begins with SAC's
+gradient steps. The schedule hands the learner ≈ R/L̄ of the steps whatever its quality (≈ 50 % by f ≈ 0.2, 60–90 %
+from f ≈ 0.5), while SAC at α₀ = 0.2 stays near-uniform (−log π 4.1 → 2.9 nats over 1–9k; uniform on [−1, 1]⁶ is
+4.16) because α·H (~0.8 a step) dwarfs zone's reward (~−0.2 a step); a near-random learner on half the steps stops the
+8 mm/tick baseline finishing within 100 steps, and the failed episodes raise L̄ to 100, which raises the relax budget.
+A bug fed it: Q* stored from an older critic let the critic's upward drift certify (23–29 % of decisions, now 7–13 %;
+fixed, ``stack.algos.agency``). Per 10 % span after the fix, worst span: seeds 1/2/3 at 12k 0.15/0.00/0.15 (before
+0.15/0.17/0.29; the first two spans rose: seed 1 0.94, 0.15 → 1.0, 0.71); seed 1 at 30k 0.88 (0.95, 0.88, 0.96, 1.0,
+0.97, 0.95, 0.89, 0.97, 1.0, 1.0; before the fix 0.76: 0.76, 0.90, 0.98, 1.0, 0.98, 1.0, 0.94, 1.0, 1.0, 1.0). With
+α₀ = 0.01 (seed 1, not adopted): 12k worst 0.44, the middle spans 0.65–0.89; 30k worst 0.75 (first span 0.89).
 """
 
 from __future__ import annotations
