@@ -151,7 +151,7 @@ def test_compose_commands_run_sim_in_the_loop_as_processes(tmp_path):
                "-p", "task_kwargs:='{\"max_episode_steps\": 20}'", "-p", "reset_delay_s:=0.1"]  # short episodes
     health_cmd = [sys.executable if w == "python" else _to_host(w, policies) for w in sim["healthcheck"]["test"][1:]]
     robot_cmd = [_script("r2s"), "deploy", *(_to_host(w, policies) for w in SERVICES["robot"]["command"]),
-                 "--duration", "3", "--log-dir", str(tmp_path / "logs")]
+                 "--duration", "5", "--log-dir", str(tmp_path / "logs")]  # 3 s once left no whole episode
     assert parse_dockerfile(REPO / "docker" / "robot.Dockerfile")[-2].args.endswith('"r2s", "deploy"]')
 
     sim_log = open(tmp_path / "sim.log", "w")
