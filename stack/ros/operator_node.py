@@ -296,6 +296,8 @@ class OperatorNode(R2sNode):
 
     def on_deactivate(self, state):
         with self._lock:
+            if self.p.operator in HUMAN:  # nothing held over into a re-activation
+                self.human.release()
             self._hand_back()
         self.io.stop()
         return super().on_deactivate(state)
