@@ -133,10 +133,14 @@ class OnPolicyAlgorithm:
     def compute_returns(self, storage) -> None:
         """Fill ``storage.advantages`` and ``storage.returns``: truncation-aware GAE over decisions (``next_values`` is
         V of the state each decision really reached; γ and λ apply per decision)."""
-        adv, ret = compute_gae(storage.rewards, storage.values, storage.next_values, storage.terminated,
+        adv, ret = compute_gae(self.gae_rewards(storage), storage.values, storage.next_values, storage.terminated,
                                storage.episode_end, self.cfg.gamma, self.cfg.gae_lambda)
         storage.advantages.copy_(adv)
         storage.returns.copy_(ret)
+
+    def gae_rewards(self, storage) -> torch.Tensor:
+        """The per-decision rewards GAE discounts: the storage's (scaled task rewards); a subclass may add terms."""
+        return storage.rewards
 
     # ---- minibatches ------------------------------------------------------------------------------------------------
     def epoch_minibatches(self, fields: dict[str, torch.Tensor], num_minibatches: int) -> Iterator[dict]:

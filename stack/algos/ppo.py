@@ -100,6 +100,7 @@ class PPO(OnPolicyAlgorithm):
         optimizers = {"optimizer": self.optimizer}
         # SAC's temperature (ppo.auto_entropy): log α, its own Adam; α otherwise the constant ent_coef.
         self.log_alpha: torch.Tensor | None = None
+        self._ent_coef = torch.tensor(cfg.ent_coef, device=self.device)  # α when not tuned (built once, not per step)
         self.target_entropy = float(-policy.act_dim if cfg.target_entropy is None else cfg.target_entropy)
         if cfg.auto_entropy:
             if not cfg.ent_coef > 0:
@@ -113,7 +114,7 @@ class PPO(OnPolicyAlgorithm):
     def alpha(self) -> torch.Tensor:
         """The entropy coefficient: exp(log α) under ``auto_entropy`` (detached), else ``ent_coef``."""
         if self.log_alpha is None:
-            return torch.tensor(self.cfg.ent_coef, device=self.device)
+            return self._ent_coef
         return self.log_alpha.detach().exp()
 
     # ---- acting (the collector's Agent protocol) ----------------------------------------------------------------
@@ -137,17 +138,11 @@ class PPO(OnPolicyAlgorithm):
 
     # ---- learning -----------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def compute_returns(self, storage: RolloutStorage) -> None:
-        """GAE (``OnPolicyAlgorithm``); with ``entropy_in_returns`` on soft rewards r − α·log π_old(a|s), restored
-        after (the storage keeps the task's rewards for logging)."""
+    def gae_rewards(self, storage: RolloutStorage) -> torch.Tensor:
+        """With ``entropy_in_returns`` GAE runs on soft rewards r − α·log π_old(a|s) (the storage keeps the task's)."""
         if not self.cfg.entropy_in_returns:
-            return super().compute_returns(storage)
-        rewards = storage.rewards.clone()
-        storage.rewards.sub_(self.alpha * storage.extras["log_probs"])
-        try:
-            super().compute_returns(storage)
-        finally:
-            storage.rewards.copy_(rewards)
+            return storage.rewards
+        return storage.rewards - self.alpha * storage.extras["log_probs"]
 
     def update(self, storage: RolloutStorage) -> dict[str, float]:
         """Epochs of minibatch steps on one rollout; returns the update's statistics (means over minibatches run)."""
